@@ -1,0 +1,1 @@
+"""The ``induct`` command line. Kept import-light: heavy modules load inside each command."""

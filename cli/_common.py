@@ -1,0 +1,46 @@
+"""What every subcommand shares: error reporting, JSON output, consoles.
+
+Nothing here imports torch or TransformerLens, so ``induct --help`` stays instant.
+"""
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+
+stdout = Console(highlight=False)
+# Progress bars, hints and errors go to stderr so they never pollute parsed stdout.
+stderr = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print ``error: message`` on stderr (one line) and return an Exit to raise."""
+    first = " ".join(str(message).split())
+    stderr.print(f"error: {first}", markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn the toolkit's user-facing errors into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from induction_toolkit.errors import InductionToolkitError
+
+        try:
+            return fn(*args, **kwargs)
+        except InductionToolkitError as exc:
+            raise fail(str(exc), getattr(exc, "exit_code", 2)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper
+
+
+def print_json(data: dict) -> None:
+    """One JSON document on stdout; refuses NaN/inf, which JSON cannot carry."""
+    sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()

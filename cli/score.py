@@ -1,0 +1,51 @@
+"""``induct score``: a per-head table of induction-related scores."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import handle_errors, print_json, stdout
+
+
+@handle_errors
+def score(
+    path: Annotated[str, typer.Argument(help="Checkpoint file, run directory, or model directory.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
+    seq_len: Annotated[int, typer.Option(help="Random tokens per segment (shrunk to fit the context).")] = 25,
+    repeats: Annotated[int, typer.Option(help="How many times the segment repeats.")] = 4,
+    batch: Annotated[int, typer.Option(help="Number of sequences scored.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
+    config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")] = None,
+    step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+) -> None:
+    """Score every attention head: previous-token, prefix-matching, duplicate, copying, OV eigen."""
+    from induction_toolkit.checkpoints import load_model
+    from induction_toolkit.errors import ConfigError
+    from induction_toolkit.models import config_summary
+    from induction_toolkit.scores import score_model, scoring_task
+
+    for name, value in (("--seq-len", seq_len), ("--batch", batch)):
+        if value < 1:
+            raise ConfigError(f"{name} must be ≥ 1, got {value}")
+    if repeats < 2:
+        raise ConfigError(f"--repeats must be ≥ 2, got {repeats}")
+    loaded = load_model(path, config=config, device=device, step=step)
+    task, notes = scoring_task(loaded.model, seq_len=seq_len, repeats=repeats,
+                               bos_token_id=loaded.bos_token_id,
+                               exclude=loaded.special_token_ids)
+    result = score_model(loaded.model, task=task, batch=batch, seed=seed)
+    result.notes[:0] = loaded.notes + notes
+    model_info = {**config_summary(loaded.model.cfg), "path": str(path), "source": loaded.source,
+                  "step": loaded.step}
+    if json_out:
+        print_json({"model": model_info, **result.to_dict()})
+        return
+    title = f"{model_info['name']} · {path}" + (f" · step {loaded.step}" if loaded.step is not None else "")
+    stdout.print(result.to_table(title=title))
+    stdout.print(f"ICL score {result.icl_score:+.3f} (loss at token {result.icl_late} − token "
+                 f"{result.icl_early}; {result.data['seq_len']} tokens × {result.data['repeats']})")
+    stdout.print(result.verdict(), style="bold")
+    for note in result.notes:
+        stdout.print(f"note: {note}", style="dim", markup=False)
