@@ -2,7 +2,7 @@
 
 import typer
 
-from . import planted, score
+from . import planted, report, score
 
 app = typer.Typer(
     name="induct",
@@ -15,6 +15,7 @@ app = typer.Typer(
 
 app.command("score")(score.score)
 app.command("planted")(planted.planted)
+app.command("report")(report.report)
 
 
 if __name__ == "__main__":
