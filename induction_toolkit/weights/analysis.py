@@ -1,0 +1,236 @@
+"""Reading a circuit off the weights alone: one call, one result object.
+
+``analyze_weights(model)`` folds LayerNorm into a copy, then for every head computes the
+sub-diagonal score of its position–position QK block, the OV eigenvalue copying score
+(``scores.ov_eigen_scores``), and the Q-, K- and V-composition scores of every (earlier → later)
+pair minus a random baseline. Matrices for figures are computed on demand from the folded copy
+(``WeightAnalysis.qk_blocks`` …), so a large model never holds every head's blocks at once.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from jaxtyping import Float
+from transformer_lens import HookedTransformer
+
+from ..errors import InductionToolkitError
+from ..scores import head_label, ov_eigen_scores
+from . import circuits
+from .composition import BASELINE_SAMPLES, MODES, composition_scores, random_baseline
+
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_POSITIONS = 2048
+DEFAULT_PARTNERS = 4
+
+Head = tuple[int, int]
+
+
+@dataclass
+class WeightAnalysis:
+    """Per-head weight scores and composition scores of one model.
+
+    ``subdiagonal`` is None when the model has no positional embedding matrix (rotary).
+    ``composition[mode]`` is the raw ``[layer, head, layer, head]`` tensor (TransformerLens layout);
+    ``baseline[mode]`` the mean random score subtracted in every reported ``score``.
+    ``virtual_k[(l, h)]`` lists, for a head in layer ≥ 1, its strongest K-composition sources with
+    the diagonal score of the virtual token–token block through each (high ⇒ token matching).
+    """
+
+    n_layers: int
+    n_heads: int
+    subdiagonal: Float[torch.Tensor, "layer head"] | None
+    ov_eigen: Float[torch.Tensor, "layer head"]
+    composition: dict[str, Float[torch.Tensor, "layer head layer head"]]
+    baseline: dict[str, float]
+    baseline_samples: int
+    token_ids: torch.Tensor
+    n_positions: int | None
+    virtual_k: dict[Head, list[dict[str, Any]]]
+    notes: list[str] = field(default_factory=list)
+    model: HookedTransformer | None = field(default=None, repr=False)  # the LayerNorm-folded copy
+
+    # --- numbers ---------------------------------------------------------------------------
+
+    def heads(self) -> list[Head]:
+        return [(l, h) for l in range(self.n_layers) for h in range(self.n_heads)]
+
+    def composition_score(self, mode: str) -> Float[torch.Tensor, "layer head layer head"]:
+        """Baseline-subtracted scores; entries that are not (earlier → later) pairs stay 0."""
+        raw = self.composition[mode]
+        mask = torch.arange(self.n_layers)[:, None, None, None] < torch.arange(self.n_layers)[None, None, :, None]
+        return torch.where(mask, raw - self.baseline[mode], torch.zeros_like(raw))
+
+    def composition_pairs(self, mode: str, top: int | None = None) -> list[dict[str, Any]]:
+        """Every (earlier → later) pair, strongest first: ``{"from", "to", "score", "raw"}``."""
+        raw = self.composition[mode]
+        rows = [{"from": [l1, h1], "to": [l2, h2], "score": float(raw[l1, h1, l2, h2]) - self.baseline[mode],
+                 "raw": float(raw[l1, h1, l2, h2])}
+                for l1, h1 in self.heads() for l2, h2 in self.heads() if l1 < l2]
+        rows.sort(key=lambda r: (-r["score"], r["from"], r["to"]))
+        return rows if top is None else rows[:top]
+
+    def partner(self, mode: str, layer: int, head: int) -> dict[str, Any] | None:
+        """The strongest partner of a head in either direction (it reads from / writes to it)."""
+        score = self.composition_score(mode)
+        best = None
+        for l2, h2 in self.heads():
+            if l2 < layer:
+                cand = (float(score[l2, h2, layer, head]), "from")
+            elif l2 > layer:
+                cand = (float(score[layer, head, l2, h2]), "to")
+            else:
+                continue
+            if best is None or cand[0] > best["score"]:
+                best = {"head": [l2, h2], "label": head_label(l2, h2), "score": cand[0], "direction": cand[1]}
+        return best
+
+    def k_sources(self, layer: int, head: int, k: int) -> list[Head]:
+        """The ``k`` earlier heads with the strongest K-composition into ``(layer, head)``."""
+        if layer == 0 or k < 1:
+            return []
+        raw = self.composition["K"][:layer, :, layer, head]
+        order = torch.argsort(raw.flatten(), descending=True, stable=True)[:k]
+        return [divmod(int(i), self.n_heads) for i in order]
+
+    # --- matrices for figures (computed on demand) -------------------------------------------
+
+    def _embeddings(self):
+        return circuits.embeddings(self._folded(), self.token_ids, self.n_positions)
+
+    def _folded(self) -> HookedTransformer:
+        if self.model is None:
+            raise InductionToolkitError("this WeightAnalysis holds no model (built from a dict?)")
+        return self.model
+
+    def qk_blocks(self, layer: int, head: int) -> dict[str, torch.Tensor]:
+        E, P = self._embeddings()
+        return circuits.qk_blocks(self._folded(), layer, head, E, P)
+
+    def ov_block(self, layer: int, head: int) -> torch.Tensor:
+        E, _ = self._embeddings()
+        return circuits.ov_block(self._folded(), layer, head, self.token_ids, E)
+
+    def virtual_k_block(self, src: Head, dst: Head) -> torch.Tensor:
+        E, _ = self._embeddings()
+        return circuits.virtual_k_block(self._folded(), src, dst, E)
+
+    # --- presentation ----------------------------------------------------------------------
+
+    def head_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for l, h in self.heads():
+            rows.append({
+                "layer": l, "head": h, "label": head_label(l, h),
+                "subdiagonal": None if self.subdiagonal is None else _finite(self.subdiagonal[l, h]),
+                "ov_eigen": _finite(self.ov_eigen[l, h]),
+                **{f"{m.lower()}_partner": self.partner(m, l, h) for m in MODES},
+                "virtual_k": self.virtual_k.get((l, h), []),
+            })
+        return rows
+
+    def to_dict(self, top: int | None = None) -> dict[str, Any]:
+        """The ``induct weights --json`` document; ``top`` limits each composition list."""
+        return {
+            "heads": self.head_rows(),
+            "k_composition": self.composition_pairs("K", top),
+            "q_composition": self.composition_pairs("Q", top),
+            "v_composition": self.composition_pairs("V", top),
+            "baseline": {m: self.baseline[m] for m in MODES},
+            "baseline_samples": self.baseline_samples,
+            "tokens": {"n": int(self.token_ids.numel()), "sampled": bool(self._sampled_tokens)},
+            "n_positions": self.n_positions,
+            "orientation": "rows = queries, columns = keys; sub-diagonal = key is query − 1",
+            "notes": list(self.notes),
+        }
+
+    @property
+    def _sampled_tokens(self) -> bool:
+        return self.model is not None and self.token_ids.numel() < self.model.cfg.d_vocab
+
+    def to_table(self, title: str | None = None):
+        from rich.table import Table
+
+        table = Table(title=title)
+        for name in ("head", "sub-diag", "OV eigen", "Q partner", "K partner", "V partner"):
+            table.add_column(name, justify="left" if name == "head" or "partner" in name else "right")
+        for row in self.head_rows():
+            sub = "—" if row["subdiagonal"] is None else f"{row['subdiagonal']:+.2f}"
+            table.add_row(row["label"], sub, f"{row['ov_eigen']:+.2f}",
+                          *(_fmt_partner(row[f"{m.lower()}_partner"]) for m in MODES))
+        return table
+
+
+def _fmt_partner(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "—"
+    arrow = "←" if p["direction"] == "from" else "→"
+    return f"{arrow} {p['label']} {p['score']:+.3f}"
+
+
+def _finite(x: Any) -> float:
+    value = float(x)
+    return value if value == value and abs(value) != float("inf") else 0.0
+
+
+def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                    max_positions: int = DEFAULT_MAX_POSITIONS, partners: int = DEFAULT_PARTNERS,
+                    baseline_samples: int = BASELINE_SAMPLES, seed: int = 0,
+                    progress: Callable[[int, int], None] | None = None) -> WeightAnalysis:
+    """Read every head's QK/OV circuits and composition scores off the weights of ``model``.
+
+    ``max_tokens``: token blocks use all tokens up to this many, else a seeded sample of this many.
+    ``max_positions``: position blocks use the first ``min(n_ctx, max_positions)`` positions.
+    ``partners``: how many K-composition sources get a virtual block per layer-≥1 head.
+    ``baseline_samples``/``seed``: the random-matrix baseline. ``progress(done, total)`` per head.
+    The caller's model is never modified.
+    """
+    for name, value in (("max_tokens", max_tokens), ("max_positions", max_positions),
+                        ("baseline_samples", baseline_samples)):
+        if value < 1:
+            raise InductionToolkitError(f"{name} must be ≥ 1, got {value}")
+    if partners < 0:
+        raise InductionToolkitError(f"partners must be ≥ 0, got {partners}")
+    folded, notes = circuits.folded_copy(model)
+    cfg = folded.cfg
+    token_ids = circuits.token_sample(cfg.d_vocab, max_tokens, seed)
+    if token_ids.numel() < cfg.d_vocab:
+        notes.append(f"token blocks use a seeded sample of {token_ids.numel()} of {cfg.d_vocab} tokens")
+    positions = circuits.has_positions(folded)
+    n_positions = min(cfg.n_ctx, max_positions) if positions else None
+    if not positions:
+        notes.append(circuits.ROTARY_NOTE if cfg.positional_embedding_type == "rotary" else
+                     f"no positional embedding matrix ({cfg.positional_embedding_type}): P blocks skipped")
+    elif n_positions < cfg.n_ctx:
+        notes.append(f"position blocks use the first {n_positions} of {cfg.n_ctx} positions")
+
+    ov_eigen, ov_notes = ov_eigen_scores(folded)
+    notes.extend(ov_notes)
+    composition = {m: composition_scores(folded, m) for m in MODES}
+    baseline = {m: random_baseline(cfg.d_model, cfg.d_head, m, samples=baseline_samples, seed=seed)
+                for m in MODES}
+    result = WeightAnalysis(
+        n_layers=cfg.n_layers, n_heads=cfg.n_heads, subdiagonal=None, ov_eigen=ov_eigen,
+        composition=composition, baseline=baseline, baseline_samples=baseline_samples,
+        token_ids=token_ids, n_positions=n_positions, virtual_k={}, notes=notes, model=folded)
+
+    E, P = circuits.embeddings(folded, token_ids, n_positions)
+    sub = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
+    total = cfg.n_layers * cfg.n_heads
+    for i, (l, h) in enumerate(result.heads()):
+        if P is not None:
+            # only the position block is needed for the score; skip the token blocks here
+            w = circuits.head_weights(folded, l, h)
+            pp = (P @ w["W_Q"]) @ (P @ w["W_K"]).T
+            sub[l, h] = circuits.subdiagonal_score(pp)
+        sources = result.k_sources(l, h, partners)
+        if sources:
+            result.virtual_k[(l, h)] = [
+                {"from": [sl, sh], "label": head_label(sl, sh),
+                 "score": float(composition["K"][sl, sh, l, h]) - baseline["K"],
+                 "diagonal": circuits.diagonal_score(circuits.virtual_k_block(folded, (sl, sh), (l, h), E))}
+                for sl, sh in sources]
+        if progress is not None:
+            progress(i + 1, total)
+    result.subdiagonal = sub if P is not None else None
+    return result

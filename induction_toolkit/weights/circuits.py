@@ -1,0 +1,176 @@
+"""QK and OV circuits read in the token and position bases, and the numbers that summarise them.
+
+Orientation, everywhere in this package: **rows are queries (or the attended/source token for an
+OV circuit), columns are keys (or the output logit)**. So a head that attends to the previous
+position has its mass on entry ``(i, i - 1)``, the *sub*-diagonal, and causal attention only ever
+uses the lower triangle ``key ≤ query``. Musat et al. draw ``Pᵀ W_Kᵀ W_Q P`` in the column-vector
+convention, which is the transpose (keys as rows); the picture carries the same information.
+
+QK entries are attention logits: the bilinear form divided by TransformerLens' ``attn_scale``
+(``√d_head``), so the number in a cell is what the softmax sees. Biases are left out: a query bias
+adds a key-dependent constant and a key bias a query-dependent one (which the softmax ignores);
+neither is part of the token–position structure the block view is about.
+"""
+
+import copy
+
+import torch
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer
+
+# A block whose spread is below this fraction of its largest entry counts as constant (scores 0):
+# float64 arithmetic on float32 weights leaves ~1e-16 relative noise on a truly constant block.
+_CONSTANT_RTOL = 1e-9
+
+ROTARY_NOTE = "no positional embedding matrix (rotary): P blocks skipped"
+
+
+def folded_copy(model: HookedTransformer) -> tuple[HookedTransformer, list[str]]:
+    """A deep copy of ``model`` with LayerNorm folded into the neighbouring weights.
+
+    The caller's model is never touched. LayerNorm's weight and bias fold into ``W_Q/W_K/W_V`` (and
+    ``W_U``), and the writing weights are centred, as TransformerLens' ``process_weights_`` does for
+    pretrained models; the input-dependent ``1/‖x‖`` scale cannot be folded and is left out.
+    """
+    norm = model.cfg.normalization_type
+    if norm not in ("LN", "RMS"):
+        return model, []  # nothing to fold: reading weights never writes them, so no copy needed
+    folded = copy.deepcopy(model)
+    folded.process_weights_(fold_ln=True, center_writing_weights=norm == "LN", center_unembed=True)
+    return folded, [f"{norm} folded into a copy of the weights before reading them "
+                    "(the input-dependent 1/‖x‖ scale is not part of the weights)"]
+
+
+def has_positions(model: HookedTransformer) -> bool:
+    """Whether the model adds a learned/fixed positional embedding matrix ``W_pos`` to the stream."""
+    return model.cfg.positional_embedding_type in ("standard", "shortformer") and hasattr(model, "pos_embed")
+
+
+def token_sample(d_vocab: int, max_tokens: int, seed: int = 0) -> Int[torch.Tensor, "n_tokens"]:
+    """All token ids when there are at most ``max_tokens``, else a seeded sorted random sample.
+
+    Token blocks are ``n_tokens²``: for GPT-2's 50,257 tokens the full block would need ~20 GB.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be ≥ 1, got {max_tokens}")
+    if d_vocab <= max_tokens:
+        return torch.arange(d_vocab)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(d_vocab, generator=gen)[:max_tokens].sort().values
+
+
+def _f64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float64)
+
+
+def head_weights(model: HookedTransformer, layer: int, head: int) -> dict[str, torch.Tensor]:
+    """``W_Q, W_K, W_V`` ``[d_model, d_head]`` and ``W_O`` ``[d_head, d_model]`` of one head, float64 CPU.
+
+    Grouped-query attention's shared key/value heads come back repeated per query head
+    (TransformerLens' ``attn.W_K`` property already does this).
+    """
+    attn = model.blocks[layer].attn
+    return {name: _f64(getattr(attn, name)[head]) for name in ("W_Q", "W_K", "W_V", "W_O")}
+
+
+def attn_scale(model: HookedTransformer, layer: int) -> float:
+    scale = getattr(model.blocks[layer].attn, "attn_scale", None)
+    return float(scale) if scale is not None else model.cfg.d_head ** 0.5
+
+
+def embeddings(model: HookedTransformer, token_ids: torch.Tensor, n_positions: int | None
+               ) -> tuple[Float[torch.Tensor, "n_tokens d_model"], Float[torch.Tensor, "n_pos d_model"] | None]:
+    """The sampled rows of ``W_E`` and the first ``n_positions`` rows of ``W_pos`` (None if rotary)."""
+    E = _f64(model.W_E)[token_ids]
+    P = _f64(model.W_pos)[:n_positions] if has_positions(model) and n_positions else None
+    return E, P
+
+
+def qk_blocks(model: HookedTransformer, layer: int, head: int, E: Float[torch.Tensor, "n_tokens d_model"],
+              P: Float[torch.Tensor, "n_pos d_model"] | None) -> dict[str, torch.Tensor]:
+    """The QK circuit of a head as the blocks of ``[E; P] W_Q W_Kᵀ [E; P]ᵀ / attn_scale``.
+
+    Keys ``tt`` (query token × key token), ``tp`` (query token × key position), ``pt`` (query position ×
+    key token), ``pp`` (query position × key position; Musat's ``Pᵀ W_Kᵀ W_Q P`` transposed). Only
+    ``tt`` when the model has no positional embedding matrix.
+    """
+    w = head_weights(model, layer, head)
+    s = attn_scale(model, layer)
+    q_tok, k_tok = E @ w["W_Q"], E @ w["W_K"]
+    blocks = {"tt": q_tok @ k_tok.T / s}
+    if P is not None:
+        q_pos, k_pos = P @ w["W_Q"], P @ w["W_K"]
+        blocks.update(tp=q_tok @ k_pos.T / s, pt=q_pos @ k_tok.T / s, pp=q_pos @ k_pos.T / s)
+    return blocks
+
+
+def ov_block(model: HookedTransformer, layer: int, head: int, token_ids: torch.Tensor,
+             E: Float[torch.Tensor, "n_tokens d_model"]) -> Float[torch.Tensor, "n_tokens n_tokens"]:
+    """``E W_V W_O W_U`` on the sampled tokens: row = attended token, column = output logit.
+
+    A copying head has a positive diagonal. The same token ids index ``W_U``'s columns when they
+    exist there (``d_vocab_out`` may be smaller); others are dropped from the columns.
+    """
+    w = head_weights(model, layer, head)
+    W_U = _f64(model.W_U)
+    cols = token_ids[token_ids < W_U.shape[1]]
+    return (E @ w["W_V"]) @ (w["W_O"] @ W_U[:, cols])
+
+
+def virtual_k_block(model: HookedTransformer, src: tuple[int, int], dst: tuple[int, int],
+                    E: Float[torch.Tensor, "n_tokens d_model"]) -> Float[torch.Tensor, "n_tokens n_tokens"]:
+    """The K-composition token–token block of ``dst`` reading ``src``'s output in its keys.
+
+    Row ``t``: the query's own token (``E W_Q²``); column ``s``: the token ``src`` moved into the
+    key position (``E W_V¹ W_O¹ W_K²``). So the entry is
+    ``E W_Q² W_K²ᵀ W_O¹ᵀ W_V¹ᵀ Eᵀ / attn_scale`` (science.md's ``E·W_O¹ᵀW_V¹ᵀ·W_K²ᵀW_Q²·E``,
+    transposed to put queries in rows). When ``src`` is a previous-token head, column ``s`` is the
+    key whose *previous* token is ``s``; an induction head matches ``t == s``: a diagonal.
+    """
+    if src[0] >= dst[0]:
+        raise ValueError(f"K-composition needs an earlier source layer, got {src} → {dst}")
+    w1 = head_weights(model, *src)
+    w2 = head_weights(model, *dst)
+    q = E @ w2["W_Q"]
+    k = ((E @ w1["W_V"]) @ w1["W_O"]) @ w2["W_K"]
+    return q @ k.T / attn_scale(model, dst[0])
+
+
+def _standardised_gap(block: torch.Tensor, on: torch.Tensor, off: torch.Tensor, within: torch.Tensor) -> float:
+    values = block[within]
+    std = values.std(unbiased=False)
+    scale = values.abs().max()
+    if not on.any() or not off.any() or std <= _CONSTANT_RTOL * scale or not torch.isfinite(std):
+        return 0.0
+    return float((block[on].mean() - block[off].mean()) / std)
+
+
+def subdiagonal_score(block: Float[torch.Tensor, "query key"]) -> float:
+    """How much a position–position block favours key = query − 1, in standard deviations.
+
+    ``(mean of the sub-diagonal − mean of the other causal entries) / std of the causal entries``,
+    where the causal entries are ``key ≤ query`` (the only ones attention can use; the main diagonal
+    counts as "other"). Rows are queries. A constant block scores 0.
+    """
+    n = min(block.shape)
+    if n < 2:
+        return 0.0
+    b = block[:n, :n].to(torch.float64)
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    sub = torch.zeros(n, n, dtype=torch.bool)
+    sub[torch.arange(1, n), torch.arange(n - 1)] = True
+    return _standardised_gap(b, sub, causal & ~sub, causal)
+
+
+def diagonal_score(block: Float[torch.Tensor, "row col"]) -> float:
+    """``(mean of the diagonal − mean off the diagonal) / std of the block``; a constant block scores 0.
+
+    For a virtual K-composition block it measures token matching (induction); for an OV block,
+    copying. Uses the leading square part when the block is not square.
+    """
+    n = min(block.shape)
+    if n < 2:
+        return 0.0
+    b = block[:n, :n].to(torch.float64)
+    diag = torch.eye(n, dtype=torch.bool)
+    return _standardised_gap(b, diag, ~diag, torch.ones_like(diag))
