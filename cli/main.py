@@ -3,6 +3,7 @@
 import typer
 
 from . import planted, report, score
+from . import weights as weights_cmd
 
 app = typer.Typer(
     name="induct",
@@ -16,6 +17,7 @@ app = typer.Typer(
 app.command("score")(score.score)
 app.command("planted")(planted.planted)
 app.command("report")(report.report)
+app.command("weights")(weights_cmd.weights)
 
 
 if __name__ == "__main__":
