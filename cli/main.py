@@ -2,7 +2,7 @@
 
 import typer
 
-from . import planted, report, score
+from . import compare, planted, report, score
 from . import weights as weights_cmd
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
 
 app.command("score")(score.score)
 app.command("planted")(planted.planted)
+app.command("compare")(compare.compare)
 app.command("report")(report.report)
 app.command("weights")(weights_cmd.weights)
 

@@ -19,23 +19,25 @@ def score(
     config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")] = None,
     step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32 (default for pretrained models), float16 or bfloat16.")] = None,
 ) -> None:
     """Score every attention head: previous-token, prefix-matching, duplicate, copying, OV eigen."""
     from induction_toolkit.checkpoints import load_model
     from induction_toolkit.errors import ConfigError
     from induction_toolkit.models import config_summary
-    from induction_toolkit.scores import score_model, scoring_task
+    from induction_toolkit.batching import score_fitting
+    from induction_toolkit.scores import scoring_task
 
     for name, value in (("--seq-len", seq_len), ("--batch", batch)):
         if value < 1:
             raise ConfigError(f"{name} must be ≥ 1, got {value}")
     if repeats < 2:
         raise ConfigError(f"--repeats must be ≥ 2, got {repeats}")
-    loaded = load_model(path, config=config, device=device, step=step)
+    loaded = load_model(path, config=config, device=device, step=step, dtype=dtype)
     task, notes = scoring_task(loaded.model, seq_len=seq_len, repeats=repeats,
                                bos_token_id=loaded.bos_token_id,
                                exclude=loaded.special_token_ids)
-    result = score_model(loaded.model, task=task, batch=batch, seed=seed)
+    result = score_fitting(loaded.model, task=task, batch=batch, seed=seed)
     result.notes[:0] = loaded.notes + notes
     model_info = {**config_summary(loaded.model.cfg), "path": str(path), "source": loaded.source,
                   "step": loaded.step}

@@ -146,7 +146,18 @@ def load_model(path: str | Path, *, config: dict | str | Path | None = None,
 
 def _load_missing(name: str, overrides: dict, device: str | None,
                   dtype: str | None) -> LoadedModel:
-    raise CheckpointError(f"no such file or directory: {name}")
+    from . import pretrained
+
+    if pretrained.is_model_name(name):
+        model, notes = pretrained.load_named(name, device=device, dtype=dtype)
+        return LoadedModel(model, name, "pretrained", notes=notes)
+    raise CheckpointError(f"no such file or directory: {name}" if _looks_like_path(name) else
+                          f"unknown model '{name}': not a file, a directory, nor a "
+                          "TransformerLens model name")
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or "\\" in name or bool(Path(name).suffix)
 
 
 def _load_directory(p: Path, overrides: dict, device: str | None, step: int | None,
@@ -157,8 +168,14 @@ def _load_directory(p: Path, overrides: dict, device: str | None, step: int | No
         loaded.source = "run"
         return loaded
     if (p / "config.json").is_file():
-        raise CheckpointError(f"{p} looks like a Hugging Face model directory, which this version "
-                              "cannot load yet; pass a checkpoint file")
+        from . import pretrained
+
+        if not pretrained.is_hf_directory(p):
+            raise CheckpointError(f"{p} has a config.json but is neither a training run (no "
+                                  f"'{RUN_CHECKPOINT_DIR}/' yet) nor a Hugging Face model "
+                                  "(no model_type in config.json)")
+        model, notes = pretrained.load_hf_directory(p, device=device, dtype=dtype)
+        return LoadedModel(model, str(p), "hf", notes=notes)
     raise CheckpointError(f"{p} is a directory but not a training run (no '{RUN_CHECKPOINT_DIR}/')"
                           " nor a Hugging Face model directory (no config.json); pass a checkpoint"
                           " file or a run directory")
