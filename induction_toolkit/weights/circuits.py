@@ -36,7 +36,8 @@ def folded_copy(model: HookedTransformer) -> tuple[HookedTransformer, list[str]]
     if norm not in ("LN", "RMS"):
         return model, []  # nothing to fold: reading weights never writes them, so no copy needed
     folded = copy.deepcopy(model)
-    folded.process_weights_(fold_ln=True, center_writing_weights=norm == "LN", center_unembed=True)
+    # W_U stays uncentred so the OV eigen score equals the one `induct score` reports
+    folded.process_weights_(fold_ln=True, center_writing_weights=norm == "LN", center_unembed=False)
     return folded, [f"{norm} folded into a copy of the weights before reading them "
                     "(the input-dependent 1/‖x‖ scale is not part of the weights)"]
 
