@@ -4,6 +4,7 @@ import typer
 
 from . import compare, planted, report, score
 from . import weights as weights_cmd
+from . import train as train_cmd
 
 app = typer.Typer(
     name="induct",
@@ -16,6 +17,7 @@ app = typer.Typer(
 
 app.command("score")(score.score)
 app.command("planted")(planted.planted)
+app.command("train")(train_cmd.train)
 app.command("compare")(compare.compare)
 app.command("report")(report.report)
 app.command("weights")(weights_cmd.weights)

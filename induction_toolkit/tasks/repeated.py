@@ -80,3 +80,60 @@ def repeated_tokens(cfg: RepeatedTokensConfig, batch: int, *, seed: int | None =
         bos = torch.full((batch, 1), cfg.bos_token_id, dtype=torch.long)
         tokens = torch.cat([bos, tokens], dim=1)
     return tokens
+
+
+@dataclass(frozen=True)
+class RepeatedTaskConfig:
+    """Training distribution for induction: a random segment of length ``R`` repeated to fill
+    ``seq_len`` tokens, with ``R`` drawn per batch from ``[min_segment, max_segment]``.
+
+    ``R`` must vary: with one fixed ``R`` a model solves the repeated part with a purely positional
+    rule (attend to ``i − R + 1``) and never forms an induction head. Sequences are truncated to
+    exactly ``seq_len`` so every batch has the same shape and every position is trained.
+    """
+
+    d_vocab: int = 64
+    seq_len: int = 64
+    min_segment: int = 4
+    max_segment: int = 31
+    bos_token_id: int | None = 0
+    name: str = "repeated"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min_segment <= self.max_segment:
+            raise ConfigError(f"need 2 ≤ min_segment ≤ max_segment, got {self.min_segment}, "
+                              f"{self.max_segment}")
+        if 2 * self.max_segment + self.prefix_len > self.seq_len:
+            raise ConfigError(f"max_segment {self.max_segment} does not repeat twice in "
+                              f"{self.seq_len} tokens")
+        self.segment_config(self.min_segment)  # validates the vocabulary
+
+    @property
+    def prefix_len(self) -> int:
+        return int(self.bos_token_id is not None)
+
+    @property
+    def special_tokens(self) -> tuple[int, ...]:
+        return () if self.bos_token_id is None else (self.bos_token_id,)
+
+    def segment_config(self, segment: int) -> RepeatedTokensConfig:
+        body = self.seq_len - self.prefix_len
+        return RepeatedTokensConfig(d_vocab=self.d_vocab, seq_len=segment,
+                                    repeats=max(2, -(-body // segment)),
+                                    bos_token_id=self.bos_token_id)
+
+    def sample(self, batch: int, generator: torch.Generator) -> Int[torch.Tensor, "batch pos"]:
+        segment = int(torch.randint(self.min_segment, self.max_segment + 1, (1,),
+                                    generator=generator))
+        return repeated_tokens(self.segment_config(segment), batch,
+                               generator=generator)[:, : self.seq_len]
+
+    def eval_batch(self, batch: int, seed: int) -> tuple[Int[torch.Tensor, "batch pos"], int]:
+        """Two copies of the longest segment that fits: first half vs repeated half."""
+        segment = min(self.max_segment, (self.seq_len - self.prefix_len) // 2)
+        cfg = RepeatedTokensConfig(d_vocab=self.d_vocab, seq_len=segment, repeats=2,
+                                   bos_token_id=self.bos_token_id)
+        return repeated_tokens(cfg, batch, seed=seed), self.prefix_len + segment
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,94 @@
+"""``induct train``: train a small model into a run directory, with a live progress bar."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import handle_errors, stderr, stdout
+
+
+def _parse_options(items: list[str], what: str) -> dict:
+    import json
+
+    from induction_toolkit.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} must look like key=value, got '{item}'")
+        try:
+            out[key.replace("-", "_")] = json.loads(raw)
+        except ValueError:
+            out[key.replace("-", "_")] = raw
+    return out
+
+
+@handle_errors
+def train(
+    preset: Annotated[str, typer.Option(help="Model preset (attn-only-1l/2l/4l, blog-4l).")] = "attn-only-2l",
+    task: Annotated[str, typer.Option(help="Training task: repeated, copying or text.")] = "repeated",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1500,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory to create.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-3,
+    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
+    dropout: Annotated[float, typer.Option(help="Attention and residual dropout.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the weights, data and dropout.")] = 0,
+    eval_every: Annotated[int, typer.Option(help="Evaluate (one metrics.jsonl line) every N steps.")] = 50,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Linear checkpoint spacing (default steps/10).")] = None,
+    log_checkpoints: Annotated[int, typer.Option(help="Extra log-spaced checkpoints (dense early).")] = 20,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model config override key=value (repeatable).")] = None,
+    task_opt: Annotated[Optional[list[str]], typer.Option("--task-opt", help="Task option key=value (repeatable), e.g. max_segment=20.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a model, writing checkpoints (dense early), metrics.jsonl and config.json."""
+    from induction_toolkit.errors import ConfigError
+    from induction_toolkit.training import TrainConfig, train as run_training
+
+    if resume is None and out is None:
+        raise ConfigError("pass --out RUN_DIR (or --resume RUN_DIR)")
+    if resume is not None and out is not None and Path(out) != Path(resume):
+        raise ConfigError("pass either --out or --resume, not both")
+    if steps <= 0:
+        raise ConfigError(f"--steps must be > 0, got {steps}")
+    config = None
+    if resume is None:
+        config = TrainConfig(preset=preset, task=task, steps=steps, lr=lr, warmup=warmup,
+                             weight_decay=weight_decay, batch_size=batch_size, dropout=dropout,
+                             seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                             log_checkpoints=log_checkpoints, device=device,
+                             model_overrides=_parse_options(model_opt or [], "--model-opt"),
+                             task_options=_parse_options(task_opt or [], "--task-opt"))
+        from induction_toolkit.models import preset_config
+        from induction_toolkit.tasks import make_task  # validate names before touching disk
+        preset_config(preset)
+        if task not in ("repeated", "copying", "text"):
+            make_task(task)
+    run_dir = Path(resume if resume is not None else out)
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+               TextColumn("best PM {task.fields[pm]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=stderr, disable=quiet, transient=False) as bar:
+        bar_task = bar.add_task("train", total=None, loss="-", tps="-", pm="-")
+
+        def on_step(p):
+            bar.update(bar_task, completed=p.step, total=p.total, loss=f"{p.loss:.3f}",
+                       tps=f"{p.tokens_per_s:,.0f}", pm=f"{p.best_prefix_matching:.2f}")
+
+        result = run_training(config, run_dir, resume=resume is not None, progress=on_step)
+    last = result.metrics[-1] if result.metrics else {}
+    stdout.print(f"run {result.run_dir}: {result.config.steps} steps; eval loss "
+                 f"{last.get('eval_loss', float('nan')):.3f}, repeated-half loss "
+                 f"{last.get('loss_repeated_half', float('nan')):.3f}, ICL score "
+                 f"{last.get('icl_score', float('nan')):+.3f}")
+    stdout.print(f"next: induct score {result.run_dir} · induct dynamics {result.run_dir}",
+                 style="dim")

@@ -1,0 +1,67 @@
+"""What a training run is: one JSON-able dataclass, saved as the run's ``config.json``."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+# Fields that may differ between a run and its resumption without making it another run:
+# where it runs, and how far it goes (extending a finished run is allowed).
+RESUMABLE_FIELDS = frozenset({"device", "steps"})
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "attn-only-2l"
+    task: str = "repeated"
+    steps: int = 1500
+    lr: float = 3e-3
+    warmup: int = 0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    batch_size: int = 32
+    dropout: float = 0.0
+    seed: int = 0
+    eval_every: int = 50
+    eval_batch: int = 64  # sequences of the task's eval batch (losses, ICL score)
+    score_batch: int = 32  # repeated-token sequences for per-head scores
+    checkpoint_every: int | None = None  # linear part of the schedule; default steps // 10
+    log_checkpoints: int = 20  # log-spaced checkpoints between step 1 and the end
+    device: str = "auto"
+    loss_fn: str = "hooked"  # name in training.step.LOSS_FNS: the hot path's forward
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.steps <= 0:
+            raise ConfigError(f"steps must be > 0, got {self.steps}")
+        for name in ("batch_size", "eval_every", "eval_batch", "score_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.warmup < 0 or self.weight_decay < 0 or self.log_checkpoints < 0:
+            raise ConfigError("warmup, weight-decay and log-checkpoints must be ≥ 0")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint-every must be ≥ 1, got {self.checkpoint_every}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got '{self.device}'")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def same_run(self, other: "TrainConfig") -> list[str]:
+        """Fields (other than device and steps) in which two configs differ."""
+        a, b = self.to_dict(), other.to_dict()
+        return sorted(k for k in a if k not in RESUMABLE_FIELDS and a[k] != b.get(k))

@@ -1,0 +1,47 @@
+"""The hot path's forward pass, behind one seam.
+
+A loss function takes ``(model, tokens)`` and returns the mean next-token loss. The training loop
+looks it up by name (``TrainConfig.loss_fn``), so a faster fused forward — same weights format,
+checked numerically against the hooked one — can be registered here without touching the loop.
+The default runs the plain ``HookedTransformer`` forward: no cache, no hooks (dropout, when asked
+for, is the only hook added).
+"""
+
+from typing import Callable
+
+import torch
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer
+
+from ..errors import ConfigError
+
+LossFn = Callable[[HookedTransformer, Int[torch.Tensor, "batch pos"]], Float[torch.Tensor, ""]]
+
+
+def hooked_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+    return model(tokens, return_type="loss")
+
+
+LOSS_FNS: dict[str, LossFn] = {"hooked": hooked_loss}
+
+
+def get_loss_fn(name: str) -> LossFn:
+    if name not in LOSS_FNS:
+        raise ConfigError(f"unknown loss function '{name}'; one of: {', '.join(LOSS_FNS)}")
+    return LOSS_FNS[name]
+
+
+def dropout_hooks(model: HookedTransformer, p: float) -> list[tuple[str, Callable]]:
+    """Attention-pattern and residual-write dropout (HookedTransformer has none of its own)."""
+    if p <= 0:
+        return []
+
+    def drop(x, hook):
+        return torch.nn.functional.dropout(x, p=p, training=model.training)
+
+    names = []
+    for layer in range(model.cfg.n_layers):
+        names += [f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.hook_attn_out"]
+        if not model.cfg.attn_only:
+            names.append(f"blocks.{layer}.hook_mlp_out")
+    return [(n, drop) for n in names]
