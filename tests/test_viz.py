@@ -1,4 +1,4 @@
-"""Offline circuitsvis views, figures and the HTML report (the browser test is separate)."""
+"""Offline circuitsvis views, figures, the HTML report, and the report in headless Chromium."""
 
 import base64
 import io
@@ -11,7 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from chromium_cdp import Chromium, find_chromium
 from html_refs import external_refs, resource_refs
+
+CHROMIUM = find_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +27,15 @@ def planted_ckpt(tmp_path_factory, planted):
 
 
 @pytest.fixture(scope="module")
-def planted_report(planted_ckpt):
-    from induction_toolkit.viz.report import build_report
+def planted_report(planted_ckpt, tmp_path_factory):
+    """The report of the planted circuit, written by the CLI (shared by the report tests)."""
+    from cli.main import app
 
-    report = build_report(planted_ckpt, device="cpu")
-    return report, report.to_html()
+    out = tmp_path_factory.mktemp("report") / "sub" / "report.html"
+    result = CliRunner().invoke(app, ["report", str(planted_ckpt), "--out", str(out), "--json",
+                                      "--device", "cpu", "--batch", "8"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), out
 
 
 @pytest.fixture
@@ -125,24 +132,37 @@ def test_scores_figure_is_a_png_with_one_panel_per_score(planted):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     img = imread(io.BytesIO(png))
     assert img.shape[1] > 2 * img.shape[0]  # five panels side by side
-    assert fig.data_uri() == "data:image/png;base64," + base64.b64encode(png).decode()
     assert len(fig.figure.axes) == 10  # five heatmaps and their colour bars
-    assert fig.png() == png  # deterministic bytes
+    # the data URI is the same PNG: rendering is deterministic
+    assert fig.data_uri() == "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def test_cli_report_json_describes_the_file(planted_report):
+    data, out = planted_report
+    assert data["out"] == str(out) and data["bytes"] == out.stat().st_size
+    assert data["sections"][:4] == ["model", "scores", "attention", "weights"]
+    assert data["step"] == 7 and data["model"] == "planted-induction"
 
 
 def test_report_sections_and_known_heads(planted_report):
-    report, doc = planted_report
-    assert report.to_dict()["sections"][:3] == ["model", "scores", "attention"]
+    _, out = planted_report
+    doc = out.read_text()
     # The planted circuit: L1H2 is the induction head, L0H1 the previous-token head.
     assert re.search(r'<tr class="induction"><td>L1H2</td>', doc)
     assert re.search(r'<tr class="previous"><td>L0H1</td>', doc)
     assert doc.count("var CircuitsVis=") == 1  # bundle inlined once for all views
     assert doc.count('data-component="AttentionHeads"') == 2
     assert "planted-induction" in doc and "step 7" in doc
+    weights = doc[doc.index('<section id="weights">'):]
+    weights = weights[:weights.index("</section>")]
+    # block views of the top previous-token head, then the top induction head
+    assert re.findall(r"<h4>(L\dH\d) \(top", weights) == ["L0H1", "L1H2"]
+    assert weights.count('src="data:image/png;base64,') == 2
 
 
 def test_report_has_no_external_references(planted_report):
-    _, doc = planted_report
+    _, out = planted_report
+    doc = out.read_text()
     assert external_refs(doc) == []
     refs, tags = resource_refs(doc)
     assert "link" not in tags
@@ -151,19 +171,6 @@ def test_report_has_no_external_references(planted_report):
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", doc)
     assert not re.search(r"""from\s+["']https?://""", doc)
     assert "unpkg.com" not in doc
-
-
-def test_cli_report_writes_one_file(planted_ckpt, tmp_path):
-    from cli.main import app
-
-    out = tmp_path / "sub" / "report.html"
-    result = CliRunner().invoke(app, ["report", str(planted_ckpt), "--out", str(out), "--json",
-                                      "--device", "cpu", "--batch", "4"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["out"] == str(out) and data["bytes"] == out.stat().st_size
-    assert data["sections"][:3] == ["model", "scores", "attention"]
-    assert external_refs(out.read_text()) == []
 
 
 def test_cli_report_bad_input_is_one_line(tmp_path):
@@ -176,3 +183,61 @@ def test_cli_report_bad_input_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     assert not (tmp_path / "r.html").exists()
+
+
+# After the scripts ran: every circuitsvis <div> holds a rendered React tree with canvases, and
+# at least one canvas has painted pixels (an empty heatmap would be all transparent).
+RENDERED = """(() => {
+  const views = [...document.querySelectorAll('div.circuitsvis')];
+  if (views.length === 0) return false;
+  return views.every(v => v.querySelector('canvas') !== null);
+})()"""
+STATE = """(() => {
+  const views = [...document.querySelectorAll('div.circuitsvis')];
+  const painted = [...document.querySelectorAll('div.circuitsvis canvas')].filter(c => {
+    if (!c.width || !c.height) return false;
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) return true;
+    return false;
+  }).length;
+  const imgs = [...document.images].map(i => ({ok: i.complete && i.naturalWidth > 0, src: i.src.slice(0, 22)}));
+  return {
+    views: views.length,
+    canvases: document.querySelectorAll('div.circuitsvis canvas').length,
+    painted,
+    text: views.map(v => v.innerText),
+    imgs,
+  };
+})()"""
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium executable (chromium, chromium-browser, google-chrome) on PATH; "
+           ".ci/run installs Debian's 'chromium' package, which failed or was unavailable here")
+def test_report_renders_in_headless_chromium(planted_report, tmp_path):
+    """Chromium opens the file, circuitsvis renders, nothing errs, nothing is fetched.
+
+    Driven over the DevTools protocol, which records every request the page makes, so "works
+    offline" is checked as requests, not only as markup. The screenshot lands in tmp_path.
+    """
+    _, report_file = planted_report
+    browser = Chromium(CHROMIUM, tmp_path / "profile")
+    try:
+        browser.open(report_file.as_uri())
+        assert browser.wait_for(RENDERED), "circuitsvis components did not render"
+        state = browser.evaluate(STATE)
+        shot = browser.screenshot(tmp_path / "report.png")
+        errors = browser.console_errors()
+        urls = browser.requested_urls()
+    finally:
+        browser.close()
+
+    assert state["views"] == 2  # induction heads, previous-token heads
+    assert state["canvases"] >= 2 and state["painted"] >= 1, state
+    # the planted circuit's heads are the ones on show, named by the component itself
+    assert "L1H2" in state["text"][0] and "L0H1" in state["text"][1], state["text"]
+    assert state["imgs"] and all(i["ok"] for i in state["imgs"]), state["imgs"]
+    assert errors == []
+    assert urls and all(u.startswith(("file:", "data:")) for u in urls), urls
+    assert shot.stat().st_size > 10_000

@@ -27,5 +27,25 @@ def scores(model_or_scores: Any, **score_kwargs: Any) -> FigureView:
     return scores_figure(s)
 
 
-__all__ = ["CircuitsView", "FigureView", "attention", "circuitsvis_bundle", "scores",
+def blocks(model: Any, layer: int, head: int | None = None, *, analysis: Any = None,
+           partners: int | None = None) -> FigureView:
+    """Musat et al. block view of a head's weights (a whole layer when ``head`` is None).
+
+    QK circuit in token/position bases as a 2×2 block image (rows = queries), the OV circuit and,
+    for later layers, the virtual K-composition blocks (see :mod:`induction_toolkit.weights`).
+    Pass ``analysis`` (``weights.analyze_weights(model)``) to reuse one across calls.
+    """
+    from ..scores import head_label
+    from ..weights import analyze_weights
+    from ..weights.figures import head_figure, layer_figure
+
+    analysis = analysis if analysis is not None else analyze_weights(model)
+    if head is None:
+        return FigureView(layer_figure(analysis, layer, partners=partners),
+                          title=f"Layer {layer} weight block views")
+    return FigureView(head_figure(analysis, layer, head, partners=partners),
+                      title=f"{head_label(layer, head)} weight block view")
+
+
+__all__ = ["blocks", "CircuitsView", "FigureView", "attention", "circuitsvis_bundle", "scores",
            "scores_figure", "select_heads"]

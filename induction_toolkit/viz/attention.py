@@ -91,6 +91,10 @@ def attention(model: HookedTransformer, tokens: Int[torch.Tensor, "pos"] | str |
     if tokens.shape[0] > model.cfg.n_ctx:
         raise ConfigError(f"{tokens.shape[0]} tokens exceed the model's context ({model.cfg.n_ctx})")
     if isinstance(heads, str) and heads != "all":
+        unknown = [k for k in heads.split("+") if k.strip() not in HEAD_SELECTIONS]
+        if unknown:
+            raise ConfigError(f"unknown head selection {unknown[0]!r}; use one of "
+                              f"{sorted(HEAD_SELECTIONS) + ['all']} or a list of (layer, head)")
         if scores is None:
             scores = score_model(model, bos_token_id=bos_token_id, seed=seed, batch=16)
         chosen = select_heads(scores, heads, top)
@@ -113,7 +117,7 @@ def attention(model: HookedTransformer, tokens: Int[torch.Tensor, "pos"] | str |
                             f"{float(scores.prefix_matching[l, h]):.2f}, previous-token "
                             f"{float(scores.previous_token[l, h]):.2f}" for l, h in chosen)
     props: dict[str, Any] = {
-        "attention": patterns.round(decimals=_DECIMALS).tolist(),
+        "attention": patterns.double().round(decimals=_DECIMALS).tolist(),
         "tokens": token_labels(model, tokens, bos_token_id),
         "attentionHeadNames": names,
         "maskUpperTri": True,

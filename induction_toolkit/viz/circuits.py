@@ -98,6 +98,9 @@ class CircuitsView:
                 f'<script>CircuitsVis.render("{eid}", CircuitsVis.{self.component}, '
                 f"{_json_props(self.props)});</script>")
 
+    def __repr__(self) -> str:
+        return f"<CircuitsView {self.component}{': ' + self.title if self.title else ''} {self.info}>"
+
     def _repr_html_(self) -> str:
         # Self-contained on purpose: a saved notebook must still render when reopened offline.
         return bundle_script() + "\n" + self.fragment()

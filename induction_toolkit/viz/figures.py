@@ -58,6 +58,10 @@ class FigureView:
     def data_uri(self) -> str:
         return png_data_uri(self.png())
 
+    def __repr__(self) -> str:
+        w, h = self.figure.get_size_inches()
+        return f"<FigureView {self.title or 'figure'} ({w:.1f}×{h:.1f} in)>"
+
     def _repr_png_(self) -> bytes:
         return self.png()
 

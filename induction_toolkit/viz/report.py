@@ -162,12 +162,47 @@ def attention_section(ctx: ReportContext) -> ReportSection:
     return ReportSection("attention", "Attention patterns", parts, intro=intro)
 
 
+def weights_section(ctx: ReportContext) -> ReportSection:
+    from ..scores import head_label
+    from ..weights import analyze_weights
+    from ..weights.figures import head_figure
+
+    analysis = analyze_weights(ctx.model)
+    shown: list[tuple[int, int]] = []
+    for kind in ("previous_token", "prefix_matching"):  # the circuit in its causal order
+        for l, h, _ in ctx.scores.top_heads(kind, k=1):
+            if (l, h) not in shown:
+                shown.append((l, h))
+    rows = []
+    for r in analysis.head_rows():
+        sub = "—" if r["subdiagonal"] is None else f"{r['subdiagonal']:+.2f}"
+        k = r["k_partner"]
+        kp = "—" if k is None else f"{'←' if k['direction'] == 'from' else '→'} {k['label']} {k['score']:+.3f}"
+        rows.append(f"<tr><td>{r['label']}</td><td>{sub}</td><td>{r['ov_eigen']:+.2f}</td>"
+                    f"<td>{html.escape(kp)}</td></tr>")
+    table = ('<table class="weights"><thead><tr><th>head</th><th>sub-diagonal (σ)</th>'
+             "<th>OV eigen</th><th>K-composition partner</th></tr></thead><tbody>"
+             + "".join(rows) + "</tbody></table>")
+    figures = [FigureView(head_figure(analysis, l, h),
+                          title=f"{head_label(l, h)} (top {'previous-token' if i == 0 else 'induction'} head)")
+               for i, (l, h) in enumerate(shown)]
+    intro = ("Read off the weights alone (Musat et al. 2025 block view): each head's QK circuit "
+             "in token and position bases, [E;P]·W_Q·W_Kᵀ·[E;P]ᵀ, rows = queries. A previous-token "
+             "head shows a sub-diagonal in the position–position block (its strength in σ in the "
+             "table); an induction head matches tokens through an earlier head's OV circuit (the "
+             "virtual K-composition block, a diagonal). Composition scores are minus a random "
+             "baseline.")
+    ctx.notes.extend(f"weights: {n}" for n in analysis.notes)
+    return ReportSection("weights", "Weight block views", [table, *figures], intro=intro)
+
+
 # Sections that need an analysis module; each returns None when it does not apply.
 SectionBuilder = Callable[[ReportContext], ReportSection | None]
 SECTIONS: list[tuple[str, SectionBuilder]] = [
     ("model", model_section),
     ("scores", scores_section),
     ("attention", attention_section),
+    ("weights", weights_section),
 ]
 
 
