@@ -67,8 +67,20 @@ def hf_dirs(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test instead of waiting on it."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
 @pytest.mark.parametrize("name", list(ARCHES))
-def test_converted_model_matches_hf_logits_and_patterns(hf_dirs, name):
+def test_converted_model_matches_hf_logits_and_patterns(hf_dirs, name, no_network):
     path, hf = hf_dirs[name]
     loaded = load_model(path, device="cpu")
     assert loaded.source == "hf"
@@ -108,7 +120,7 @@ def test_llama_keeps_grouped_query_attention(hf_dirs):
     assert model.cfg.normalization_type == "RMS" and model.cfg.positional_embedding_type == "rotary"
 
 
-def test_local_tokenizer_supplies_bos_and_special_tokens(hf_dirs):
+def test_local_tokenizer_supplies_bos_and_special_tokens(hf_dirs, no_network):
     loaded = load_model(hf_dirs["gpt2-tiny"][0], device="cpu")
     assert loaded.bos_token_id == 0
     assert {0, 1} <= set(loaded.special_token_ids)
@@ -139,7 +151,7 @@ def hf_cache(tmp_path, monkeypatch):
     return cache
 
 
-def test_uncached_name_fails_fast_with_one_line(hf_cache):
+def test_uncached_name_fails_fast_with_one_line(hf_cache, no_network):
     start = time.perf_counter()
     result = runner.invoke(app, ["score", "gpt2"])
     elapsed = time.perf_counter() - start
@@ -149,7 +161,7 @@ def test_uncached_name_fails_fast_with_one_line(hf_cache):
     assert elapsed < 5
 
 
-def test_name_loads_from_a_populated_cache(hf_cache, hf_dirs):
+def test_name_loads_from_a_populated_cache(hf_cache, hf_dirs, no_network):
     # the Hugging Face cache layout: models--{org}--{name}/{refs/main, snapshots/{revision}/}
     repo = hf_cache / "models--gpt2"
     snap = repo / "snapshots" / ("0" * 40)
