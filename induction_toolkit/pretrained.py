@@ -128,6 +128,12 @@ def load_named(name: str, *, device: str | None = None, dtype: str | None = None
     if official is None:
         raise CheckpointError(f"unknown model '{name}': not a file, a directory, nor a "
                               "TransformerLens model name")
+    from transformer_lens.loading_from_pretrained import NEED_REMOTE_CODE_MODELS
+
+    if official.startswith(NEED_REMOTE_CODE_MODELS):
+        # TransformerLens would turn on trust_remote_code: Python shipped with the weights
+        raise CheckpointError(f"model '{name}' needs code shipped with the model "
+                              "(trust_remote_code), which the toolkit never runs")
     if cache_dir is None:
         from huggingface_hub import constants
 
@@ -247,9 +253,14 @@ def load_hf_directory(path: str | Path, *, device: str | None = None, dtype: str
     del hf_model
     dev = device or default_device()
     model = build_model(cfg, device="cpu")
-    model.load_and_process_state_dict(state_dict, fold_ln=False, center_writing_weights=False,
-                                      center_unembed=False, fold_value_biases=False,
-                                      refactor_factored_attn_matrices=False)
+    try:
+        model.load_and_process_state_dict(state_dict, fold_ln=False,
+                                          center_writing_weights=False, center_unembed=False,
+                                          fold_value_biases=False,
+                                          refactor_factored_attn_matrices=False)
+    except (RuntimeError, KeyError) as exc:  # e.g. a head_dim TransformerLens' config ignores
+        raise CheckpointError(f"{p}: the converted weights do not fit TransformerLens' config "
+                              f"for this architecture ({_first_line(exc)})") from None
     del state_dict
     if dev != "cpu":
         model = model.to(dev, print_details=False)

@@ -184,6 +184,8 @@ def test_name_loads_from_a_populated_cache(hf_cache, hf_dirs, no_network):
                          "a TransformerLens model name"),
     ("runs/missing", "error: no such file or directory: runs/missing"),
     ("missing.safetensors", "error: no such file or directory: missing.safetensors"),
+    ("Qwen/Qwen-1_8B", "error: model 'Qwen/Qwen-1_8B' needs code shipped with the model "
+                       "(trust_remote_code), which the toolkit never runs"),
 ])
 def test_unknown_names_and_missing_paths_are_one_line(arg, message):
     result = runner.invoke(app, ["score", arg])
