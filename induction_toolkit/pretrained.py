@@ -105,18 +105,14 @@ def is_model_name(name: str) -> bool:
 def cached_snapshot(repo_id: str, cache_dir: str | Path | None = None) -> Path | None:
     """The local Hugging Face cache snapshot of ``repo_id``, or None when it is not cached."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 
     try:
         with offline():
             path = snapshot_download(repo_id, local_files_only=True, cache_dir=cache_dir)
-    except (HFValidationError, ValueError):
+    # LocalEntryNotFoundError and OfflineModeIsEnabled are OSErrors: not cached
+    except (HFValidationError, EntryNotFoundError, OSError, ValueError):
         return None
-    except Exception as exc:  # LocalEntryNotFoundError, OfflineModeIsEnabled, OSError …
-        if type(exc).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled",
-                                  "FileNotFoundError", "OSError", "EntryNotFoundError"):
-            return None
-        raise
     p = Path(path)
     return p if (p / "config.json").is_file() else None
 
