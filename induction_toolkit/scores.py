@@ -41,6 +41,10 @@ ICL_LATE, ICL_EARLY, ICL_CONTEXT = 500, 50, 512
 
 # Elements of one chunk of direct-path logits in the copying score (bounds memory for big vocabs).
 _COPYING_CHUNK = 1 << 23
+# Direct-path logit elements per head per layer in the copying score (bounds its compute): every
+# row for toy vocabularies, an evenly spaced sample of ≥ 32 rows for GPT-2-sized ones.
+_COPYING_BUDGET = 1 << 21
+_COPYING_MIN_ROWS = 32
 
 
 def head_label(layer: int, head: int) -> str:
@@ -295,6 +299,8 @@ class _Accumulator:
         self.prev, self.prefix, self.dup = z(), z(), z()
         self.copy_sum, self.copy_n = z(), z()
         self._v: dict[int, torch.Tensor] = {}
+        self.max_rows = max(_COPYING_MIN_ROWS, _COPYING_BUDGET // cfg.d_vocab_out)
+        self.sampled_rows: int | None = None
 
     def hooks(self) -> list[tuple[str, Any]]:
         out = []
@@ -320,35 +326,44 @@ class _Accumulator:
     @torch.no_grad()
     def _copying(self, layer: int, pattern: torch.Tensor, v: torch.Tensor) -> None:
         model, cfg = self.model, self.model.cfg
-        p = pattern[:, :, self.qpos, :]  # [b, h, q, k]
-        attended = p.argmax(-1)  # [b, h, q]
-        if v.shape[2] != cfg.n_heads:
-            v = v.repeat_interleave(cfg.n_heads // v.shape[2], dim=2)
-        v = v.permute(0, 2, 1, 3).float()  # [b, h, k, d_head]
-        v_att = v.gather(2, attended[..., None].expand(-1, -1, -1, v.shape[-1]))
+        attended = pattern[:, :, self.qpos, :].argmax(-1)  # [b, h, q]: the most-attended key
+        n_b, n_h, n_q = attended.shape
+        # Each row costs a d_model × d_vocab product: a full-vocabulary model (GPT-2: 50k tokens)
+        # would spend ~30 forward passes here, so large vocabularies score an evenly spaced sample
+        # of (sequence, query) rows, the same rows for every head.
+        rows = torch.arange(n_b * n_q, device=attended.device)
+        if len(rows) > self.max_rows:
+            rows = torch.linspace(0, len(rows) - 1, self.max_rows, device=attended.device).long()
+            self.sampled_rows = len(rows)
+        b_idx, q_idx = rows // n_q, rows % n_q
+        att = attended[b_idx, :, q_idx].T  # [h, r]
+        if v.shape[2] != n_h:  # grouped-query attention shares values across heads
+            v = v.repeat_interleave(n_h // v.shape[2], dim=2)
+        heads = torch.arange(n_h, device=v.device)[:, None]
+        v_att = v[b_idx[None, :], att, heads].float()  # [h, r, d_head]
         W_O = model.blocks[layer].attn.W_O.detach().float()  # [h, d_head, d_model]
-        out = torch.einsum("bhqd,hdm->bhqm", v_att, W_O)
+        out = torch.einsum("hrd,hdm->hrm", v_att, W_O)
         if cfg.normalization_type in ("LN", "LNPre"):
             out = out - out.mean(-1, keepdim=True)
         lnf = _norm_weight(model, "ln_final")
         if lnf is not None:
             out = out * lnf.float()
-        target = self.tokens[:, None, :].expand(-1, cfg.n_heads, -1).gather(2, attended)
+        target = self.tokens[b_idx[None, :], att]  # [h, r]: the attended token
         W_U = model.W_U.detach().float()
         flat_out = out.reshape(-1, out.shape[-1])
         flat_t = target.reshape(-1)
-        head_of_row = torch.arange(cfg.n_heads, device=out.device)[None, :, None].expand_as(target).reshape(-1)
-        rows = max(1, _COPYING_CHUNK // W_U.shape[1])
-        for start in range(0, flat_out.shape[0], rows):
-            logits = flat_out[start:start + rows] @ W_U
+        head_of_row = heads.expand_as(target).reshape(-1)
+        chunk = max(1, _COPYING_CHUNK // W_U.shape[1])
+        for start in range(0, flat_out.shape[0], chunk):
+            logits = flat_out[start:start + chunk] @ W_U
             pos = (logits - logits.mean(-1, keepdim=True)).relu()
             total = pos.sum(-1)
-            on_target = pos.gather(-1, flat_t[start:start + rows, None]).squeeze(-1)
+            on_target = pos.gather(-1, flat_t[start:start + chunk, None]).squeeze(-1)
             valid = total > 1e-6 * logits.abs().amax(-1).clamp_min(1e-30)
             frac = torch.where(valid, on_target / total.clamp_min(1e-30), 0.0)
-            heads = head_of_row[start:start + rows]
-            self.copy_sum[layer].index_add_(0, heads.cpu(), frac.double().cpu())
-            self.copy_n[layer].index_add_(0, heads.cpu(), valid.double().cpu())
+            h = head_of_row[start:start + chunk].cpu()
+            self.copy_sum[layer].index_add_(0, h, frac.double().cpu())
+            self.copy_n[layer].index_add_(0, h, valid.double().cpu())
 
 
 @torch.no_grad()
@@ -377,6 +392,7 @@ def score_model(model: HookedTransformer, *, task: RepeatedTokensConfig | None =
     chunk = chunk or tokens.shape[0]
     cfg = model.cfg
     acc_sums = None
+    sampled = None
     losses = []
     for start in range(0, tokens.shape[0], chunk):
         part = tokens[start:start + chunk]
@@ -384,6 +400,7 @@ def score_model(model: HookedTransformer, *, task: RepeatedTokensConfig | None =
         logits = model.run_with_hooks(part, return_type="logits", fwd_hooks=acc.hooks())
         losses.append(per_token_loss(logits, part).cpu())
         del logits
+        sampled = acc.sampled_rows or sampled
         sums = (acc.prev, acc.prefix, acc.dup, acc.copy_sum, acc.copy_n)
         acc_sums = sums if acc_sums is None else tuple(a + b for a, b in zip(acc_sums, sums))
     prev, prefix, dup, copy_sum, copy_n = acc_sums
@@ -392,6 +409,9 @@ def score_model(model: HookedTransformer, *, task: RepeatedTokensConfig | None =
     for layer, head in (copy_n == 0).nonzero().tolist():
         notes.append(f"{head_label(layer, head)}: output is constant over the vocabulary on the "
                      "direct path; copying set to 0")
+    if sampled:
+        notes.append(f"copying estimated on {sampled} evenly spaced (sequence, position) rows per "
+                     f"head per batch chunk (vocabulary of {cfg.d_vocab_out} tokens)")
     ov, ov_notes = ov_eigen_scores(model)
     icl, early, late = icl_score(torch.cat(losses))
     data = {"task": "repeated", "seq_len": task.seq_len, "repeats": task.repeats, "batch": n,

@@ -166,3 +166,19 @@ def test_shrinks_to_context_and_says_so(planted):
     assert task.total_len <= planted.model.cfg.n_ctx and notes
     task, notes = scoring_task(planted.model, seq_len=5, repeats=2)
     assert task.seq_len == 5 and not notes
+
+
+def test_large_vocabularies_sample_copying_rows(random_2l, monkeypatch):
+    """The row cap for big vocabularies estimates the same score and says so in the notes."""
+    import induction_toolkit.scores as scores_mod
+
+    task, _ = scoring_task(random_2l, seq_len=12, repeats=3)
+    tokens = repeated_tokens(task, 16, seed=5)
+    full = score_model(random_2l, task=task, tokens=tokens)
+    assert not any("copying estimated" in n for n in full.notes)
+    monkeypatch.setattr(scores_mod, "_COPYING_BUDGET", 64 * 40)  # 40 rows of a 64-token vocab
+    monkeypatch.setattr(scores_mod, "_COPYING_MIN_ROWS", 1)
+    sampled = score_model(random_2l, task=task, tokens=tokens)
+    assert any("copying estimated on 40" in n for n in sampled.notes)
+    assert (sampled.copying - full.copying).abs().max() < 0.15
+    torch.testing.assert_close(sampled.prefix_matching, full.prefix_matching)
