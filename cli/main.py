@@ -2,7 +2,7 @@
 
 import typer
 
-from . import compare, planted, report, score
+from . import ablate, compare, patch, planted, report, score
 from . import weights as weights_cmd
 from . import train as train_cmd
 
@@ -21,6 +21,8 @@ app.command("train")(train_cmd.train)
 app.command("compare")(compare.compare)
 app.command("report")(report.report)
 app.command("weights")(weights_cmd.weights)
+app.command("ablate")(ablate.ablate)
+app.command("patch")(patch.patch)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""``induct ablate``: what ablating each head does to the loss on repeated tokens."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import handle_errors, print_json, stdout
+
+
+@handle_errors
+def ablate(
+    path: Annotated[str, typer.Argument(help="Checkpoint file, run directory, or model directory.")],
+    method: Annotated[str, typer.Option(help="zero, mean (over batch and positions) or resample (another sequence's).")] = "zero",
+    heads: Annotated[Optional[str], typer.Option(help="Ablate these heads jointly (and each alone), e.g. L1H2,L0H1.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
+    seq_len: Annotated[int, typer.Option(help="Random tokens per segment (shrunk to fit the context).")] = 25,
+    repeats: Annotated[int, typer.Option(help="How many times the segment repeats.")] = 2,
+    batch: Annotated[int, typer.Option(help="Number of sequences.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the random tokens and of resampling.")] = 0,
+    config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")] = None,
+    step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+) -> None:
+    """Ablate every head (or a set, jointly) and report the loss on the repeated and first halves."""
+    from induction_toolkit.causal import ABLATION_METHODS, ablate_heads, parse_heads
+    from induction_toolkit.errors import ConfigError
+
+    from ._causal import load_for_causal, model_info, progress_bar
+
+    if method not in ABLATION_METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(ABLATION_METHODS)}, got '{method}'")
+    loaded, task, pair, notes = load_for_causal(path, config=config, step=step, device=device,
+                                                seq_len=seq_len, repeats=repeats, batch=batch,
+                                                seed=seed)
+    cfg = loaded.model.cfg
+    chosen = parse_heads(heads, cfg.n_layers, cfg.n_heads) if heads is not None else None
+    n = len(chosen) + 1 if chosen else cfg.n_layers * cfg.n_heads
+    with progress_bar(f"{method}-ablating heads", n) as advance:
+        result = ablate_heads(loaded.model, pair.clean, task, method=method, heads=chosen,
+                              joint=chosen is not None, seed=seed, progress=advance)
+    result.notes[:0] = notes
+    info = model_info(loaded, path)
+    if json_out:
+        print_json({"model": info, **result.to_dict()})
+        return
+    stdout.print(result.to_table(title=f"{method} ablation · {info['name']} · {path}"))
+    top = result.ranking()[0]
+    stdout.print(f"largest effect: {top['label']} raises the repeated-half loss by "
+                 f"{top['delta_loss']:+.3f} (baseline {result.baseline_loss:.3f}; first half "
+                 f"{result.baseline_first_half_loss:.3f})", style="bold")
+    for note in result.notes:
+        stdout.print(f"note: {note}", style="dim", markup=False)

@@ -1,0 +1,149 @@
+"""Head ablation: replace a head's output (``hook_z``) and watch the loss on repeated tokens.
+
+Methods, each replacing ``z`` of the ablated head at every position:
+
+- ``zero``: ``z = 0`` (the head writes only its bias ``b_O``);
+- ``mean``: ``z`` = its mean over the batch and positions of the same data;
+- ``resample``: ``z`` from another sequence of the batch (a seeded derangement), taken from that
+  sequence's unablated run.
+
+Patching ``hook_z`` is the same as patching the head's ``hook_result`` (``z W_O``, linear) and needs
+no ``use_attn_result``. The loss is reported on the repeated half (query positions in repeats 2..k,
+which an induction head can predict) and on the first half (positions predicting the rest of the
+first copy: a control no induction head can help). Every head is ablated in one batched forward
+per layer, starting at that layer (see ``batched.py``).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, get_args
+
+import torch
+from jaxtyping import Int
+
+from ..errors import ConfigError
+from ..scores import head_label
+from ..tasks.repeated import RepeatedTokensConfig
+from .batched import base_run, run_patched
+from .data import NextTokenLogProb, first_half_query_positions, repeated_query_positions
+from .heads import Head
+
+AblationMethod = Literal["zero", "mean", "resample"]
+ABLATION_METHODS: tuple[str, ...] = get_args(AblationMethod)
+
+
+@dataclass
+class AblationResult:
+    method: str
+    baseline_loss: float  # repeated half, nothing ablated
+    baseline_first_half_loss: float
+    heads: list[dict[str, Any]]  # one row per ablated head
+    joint: dict[str, Any] | None = None  # the set ablated together, when asked
+    data: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, layer: int, head: int) -> dict[str, Any]:
+        for r in self.heads:
+            if (r["layer"], r["head"]) == (layer, head):
+                return r
+        raise KeyError(head_label(layer, head))
+
+    def ranking(self) -> list[dict[str, Any]]:
+        return sorted(self.heads, key=lambda r: r["delta_loss"], reverse=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": self.method,
+            "baseline_loss": self.baseline_loss,
+            "baseline_first_half_loss": self.baseline_first_half_loss,
+            "heads": [dict(r) for r in self.heads],
+            "ranking": [r["label"] for r in self.ranking()],
+        }
+        if self.joint is not None:
+            out["joint"] = dict(self.joint)
+        out["data"] = self.data
+        out["notes"] = list(self.notes)
+        return out
+
+    def to_table(self, title: str | None = None):
+        from rich.table import Table
+
+        table = Table(title=title, header_style="bold")
+        for name in ("head", "repeated-half loss", "Δ loss", "first-half loss", "Δ first half"):
+            table.add_column(name, justify="left" if name == "head" else "right")
+        table.add_row("none (baseline)", f"{self.baseline_loss:.3f}", "", 
+                      f"{self.baseline_first_half_loss:.3f}", "", style="dim")
+        top = self.ranking()[0]["label"] if self.heads else None
+        for r in self.heads:
+            table.add_row(r["label"], f"{r['loss']:.3f}", f"{r['delta_loss']:+.3f}",
+                          f"{r['first_half_loss']:.3f}", f"{r['first_half_delta_loss']:+.3f}",
+                          style="bold green" if r["label"] == top else None)
+        if self.joint is not None:
+            j = self.joint
+            table.add_row("+".join(j["heads"]), f"{j['loss']:.3f}", f"{j['delta_loss']:+.3f}",
+                          f"{j['first_half_loss']:.3f}", f"{j['first_half_delta_loss']:+.3f}",
+                          style="bold")
+        return table
+
+
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A random permutation with no fixed point: every sequence reads another's activations."""
+    p = torch.randperm(n, generator=generator)
+    perm = torch.empty(n, dtype=torch.long)
+    perm[p] = p.roll(-1)
+    return perm
+
+
+def ablation_source(z: dict[int, torch.Tensor], method: str, *, seed: int = 0) -> dict[int, torch.Tensor]:
+    """What each layer's ``z`` is replaced by, from the unablated run's ``z``."""
+    if method == "zero":
+        return {l: torch.zeros_like(t[:1, :1]) for l, t in z.items()}
+    if method == "mean":
+        return {l: t.mean(dim=(0, 1), keepdim=True) for l, t in z.items()}
+    if method == "resample":
+        n = next(iter(z.values())).shape[0]
+        if n < 2:
+            raise ConfigError("resample ablation needs a batch of at least 2 sequences")
+        perm = derangement(n, torch.Generator().manual_seed(seed)).to(next(iter(z.values())).device)
+        return {l: t[perm] for l, t in z.items()}
+    raise ConfigError(f"unknown ablation method '{method}'; choose one of {', '.join(ABLATION_METHODS)}")
+
+
+def ablate_heads(model, tokens: Int[torch.Tensor, "batch pos"], task: RepeatedTokensConfig, *,
+                 method: str = "zero", heads: list[Head] | None = None, joint: bool = False,
+                 seed: int = 0, max_rows: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> AblationResult:
+    """Ablate each head in ``heads`` (default: every head) alone, and the set together if ``joint``."""
+    if method not in ABLATION_METHODS:
+        raise ConfigError(f"unknown ablation method '{method}'; choose one of {', '.join(ABLATION_METHODS)}")
+    device = model.cfg.device
+    tokens = tokens.to(device)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    n_pos = tokens.shape[1]
+    if heads is None:
+        heads = [(l, h) for l in range(L) for h in range(H)]
+    repeated = NextTokenLogProb(tokens, repeated_query_positions(task), "repeated_logprob")
+    first = NextTokenLogProb(tokens, first_half_query_positions(task), "first_half_logprob")
+
+    run = base_run(model, tokens)
+    source = ablation_source(run.z, method, seed=seed)
+    masks = torch.zeros(len(heads) + int(joint), L, n_pos, H, dtype=torch.bool)
+    for i, (l, h) in enumerate(heads):
+        masks[i, l, :, h] = True
+        if joint:
+            masks[-1, l, :, h] = True
+    values = -run_patched(model, run, source, masks, [repeated, first], max_rows=max_rows,
+                          progress=progress).cpu()
+    base_loss = -float(repeated(run.logits).mean())
+    base_first = -float(first(run.logits).mean())
+
+    def row(i: int) -> dict[str, Any]:
+        loss, first_loss = float(values[i, 0]), float(values[i, 1])
+        return {"loss": loss, "delta_loss": loss - base_loss, "first_half_loss": first_loss,
+                "first_half_delta_loss": first_loss - base_first}
+
+    rows = [{"layer": l, "head": h, "label": head_label(l, h), **row(i)} for i, (l, h) in enumerate(heads)]
+    joint_row = {"heads": [head_label(l, h) for l, h in heads], **row(len(heads))} if joint else None
+    data = {"task": "repeated", "seq_len": task.seq_len, "repeats": task.repeats,
+            "batch": int(tokens.shape[0]), "seed": seed, "bos_token_id": task.bos_token_id,
+            "n_tokens": n_pos}
+    return AblationResult(method, base_loss, base_first, rows, joint_row, data=data)
