@@ -20,6 +20,7 @@ def score(
     step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32 (default for pretrained models), float16 or bfloat16.")] = None,
+    low_memory: Annotated[bool, typer.Option(help="One sequence at a time, logits a block of positions at a time: peak memory ≈ the weights plus one layer's activations.")] = False,
 ) -> None:
     """Score every attention head: previous-token, prefix-matching, duplicate, copying, OV eigen."""
     from induction_toolkit.checkpoints import load_model
@@ -37,7 +38,8 @@ def score(
     task, notes = scoring_task(loaded.model, seq_len=seq_len, repeats=repeats,
                                bos_token_id=loaded.bos_token_id,
                                exclude=loaded.special_token_ids)
-    result = score_fitting(loaded.model, task=task, batch=batch, seed=seed)
+    result = score_fitting(loaded.model, task=task, batch=batch, seed=seed, low_memory=low_memory,
+                           chunk=1 if low_memory else None)
     result.notes[:0] = loaded.notes + notes
     model_info = {**config_summary(loaded.model.cfg), "path": str(path), "source": loaded.source,
                   "step": loaded.step}

@@ -45,6 +45,9 @@ def train(
     model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model config override key=value (repeatable).")] = None,
     task_opt: Annotated[Optional[list[str]], typer.Option("--task-opt", help="Task option key=value (repeatable), e.g. max_segment=20.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    fast: Annotated[bool, typer.Option("--fast/--hooked", help="Fused training forward (the same math as TransformerLens', checked in tests; falls back to it for configs it cannot fuse) or TransformerLens' own hooked forward.")] = True,
+    bf16: Annotated[bool, typer.Option(help="bfloat16 autocast in the fused forward: faster only where bf16 matmuls are (recent GPUs, CPUs with AMX/AVX512-BF16).")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the fused forward: pays off on long runs (compiling takes a minute on CPU).")] = False,
 ) -> None:
     """Train a model, writing checkpoints (dense early), metrics.jsonl and config.json."""
     from induction_toolkit.errors import ConfigError
@@ -56,12 +59,15 @@ def train(
         raise ConfigError("pass either --out or --resume, not both")
     if steps <= 0:
         raise ConfigError(f"--steps must be > 0, got {steps}")
+    if not fast and (bf16 or compile):
+        raise ConfigError("--bf16 and --compile apply to the fused forward; drop --hooked")
+    loss_fn = "hooked" if not fast else "fast" + ("-compiled" if compile else "") + ("-bf16" if bf16 else "")
     config = None
     if resume is None:
         config = TrainConfig(preset=preset, task=task, steps=steps, lr=lr, warmup=warmup,
                              weight_decay=weight_decay, batch_size=batch_size, dropout=dropout,
                              seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                             log_checkpoints=log_checkpoints, device=device,
+                             log_checkpoints=log_checkpoints, device=device, loss_fn=loss_fn,
                              model_overrides=_parse_options(model_opt or [], "--model-opt"),
                              task_options=_parse_options(task_opt or [], "--task-opt"))
         from induction_toolkit.models import preset_config

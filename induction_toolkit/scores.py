@@ -366,14 +366,49 @@ class _Accumulator:
             self.copy_n[layer].index_add_(0, h, valid.double().cpu())
 
 
+# Elements of one block of logits in the low-memory per-token loss.
+_LOW_MEMORY_LOGITS = 1 << 20
+
+
+def _loss_from_residual(model: HookedTransformer, resid: Float[torch.Tensor, "batch pos d_model"],
+                        tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos_minus_1"]:
+    """``per_token_loss`` from the final residual stream, unembedding a block of positions at a time.
+
+    The final norm and unembedding act on each position alone, so blocks give the same numbers as
+    one pass, without ever holding ``pos × d_vocab`` logits for a whole sequence.
+    """
+    cfg = model.cfg
+    cap = getattr(cfg, "output_logits_soft_cap", -1.0) or -1.0
+    width = max(1, _LOW_MEMORY_LOGITS // (cfg.d_vocab_out * tokens.shape[0]))
+    out = []
+    for start in range(0, tokens.shape[1] - 1, width):
+        x = resid[:, start:start + width]
+        if cfg.normalization_type is not None:
+            x = model.ln_final(x)
+        logits = model.unembed(x)
+        if cap > 0:
+            logits = cap * torch.tanh(logits / cap)
+        # per_token_loss drops the last position; give it one more target position instead.
+        targets = tokens[:, start:start + width + 1]
+        if targets.shape[1] == logits.shape[1]:
+            logits = logits[:, :-1]
+        logprobs = logits.float().log_softmax(dim=-1)
+        out.append(-logprobs.gather(-1, targets[:, 1:, None]).squeeze(-1).cpu())
+        del logits, logprobs
+    return torch.cat(out, dim=1)
+
+
 @torch.no_grad()
 def score_model(model: HookedTransformer, *, task: RepeatedTokensConfig | None = None,
                 tokens: Int[torch.Tensor, "batch pos"] | None = None, batch: int = 32,
                 seed: int = 0, chunk: int | None = None,
-                bos_token_id: int | None = None) -> HeadScores:
+                bos_token_id: int | None = None, low_memory: bool = False) -> HeadScores:
     """Score every head of ``model`` on repeated random tokens (or on given repeated ``tokens``).
 
     ``chunk`` bounds how many sequences run through the model at once (default: all).
+    ``low_memory``: one sequence at a time unless ``chunk`` says otherwise, and the logits are
+    computed a block of positions at a time instead of for every position at once; patterns are
+    reduced in their own layer's hook either way, so at most one layer's activations are alive.
     """
     notes: list[str] = []
     if tokens is None:
@@ -389,7 +424,7 @@ def score_model(model: HookedTransformer, *, task: RepeatedTokensConfig | None =
     device = model.cfg.device
     tokens = tokens.to(device)
     qpos = torch.arange(task.prefix_len + task.seq_len, tokens.shape[1], device=device)
-    chunk = chunk or tokens.shape[0]
+    chunk = chunk or (1 if low_memory else tokens.shape[0])
     cfg = model.cfg
     acc_sums = None
     sampled = None
@@ -397,9 +432,14 @@ def score_model(model: HookedTransformer, *, task: RepeatedTokensConfig | None =
     for start in range(0, tokens.shape[0], chunk):
         part = tokens[start:start + chunk]
         acc = _Accumulator(model, part, qpos)
-        logits = model.run_with_hooks(part, return_type="logits", fwd_hooks=acc.hooks())
-        losses.append(per_token_loss(logits, part).cpu())
-        del logits
+        if low_memory:
+            resid = model.run_with_hooks(part, stop_at_layer=cfg.n_layers, fwd_hooks=acc.hooks())
+            losses.append(_loss_from_residual(model, resid, part))
+            del resid
+        else:
+            logits = model.run_with_hooks(part, return_type="logits", fwd_hooks=acc.hooks())
+            losses.append(per_token_loss(logits, part).cpu())
+            del logits
         sampled = acc.sampled_rows or sampled
         sums = (acc.prev, acc.prefix, acc.dup, acc.copy_sum, acc.copy_n)
         acc_sums = sums if acc_sums is None else tuple(a + b for a, b in zip(acc_sums, sums))

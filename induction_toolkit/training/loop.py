@@ -31,7 +31,7 @@ from .config import TrainConfig
 from .evaluate import Evaluator
 from .schedule import checkpoint_steps, eval_steps
 from .state import STATE_FILENAME, load_state, save_state
-from .step import dropout_hooks, get_loss_fn
+from .step import dropout_hooks, get_loss_fn, optimizer_options
 
 METRICS_FILENAME = "metrics.jsonl"
 FIGURES_DIR = "figures"
@@ -80,6 +80,14 @@ def build_run_model(cfg: TrainConfig, task: TrainingTask, device: str) -> Hooked
         raise ConfigError(f"task sequences of {task.seq_len} tokens exceed the model's context "
                           f"({model_cfg.n_ctx})")
     return build_model(model_cfg, seed=cfg.seed, device=device)
+
+
+def make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.Optimizer:
+    kwargs = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    try:
+        return torch.optim.AdamW(model.parameters(), **kwargs, **optimizer_options(cfg.loss_fn))
+    except (RuntimeError, TypeError, ValueError):  # no fused AdamW for this device/dtype/torch
+        return torch.optim.AdamW(model.parameters(), **kwargs)
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -177,8 +185,7 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, *,
         raise ConfigError("device cuda requested but CUDA is not available")
     task = build_task(config)
     model = build_run_model(config, task, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
-                                  weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     metrics: list[dict[str, Any]] = []
     extra: dict[str, Any] = {"loss_sum": 0.0, "loss_n": 0, "best_pm": 0.0, "elapsed": 0.0}

@@ -14,6 +14,7 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
 from ..errors import ConfigError
+from ..fast_forward import fast_loss, fast_loss_bf16, fast_loss_compiled, fast_loss_compiled_bf16
 
 LossFn = Callable[[HookedTransformer, Int[torch.Tensor, "batch pos"]], Float[torch.Tensor, ""]]
 
@@ -22,7 +23,16 @@ def hooked_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]
     return model(tokens, return_type="loss")
 
 
-LOSS_FNS: dict[str, LossFn] = {"hooked": hooked_loss}
+# "fast*": the fused forward of ``fast_forward`` (same math, checked in tests/test_fast_forward.py);
+# it runs the hooked forward itself for configs it cannot fuse or when hooks (dropout) are attached.
+LOSS_FNS: dict[str, LossFn] = {"hooked": hooked_loss, "fast": fast_loss,
+                               "fast-bf16": fast_loss_bf16, "fast-compiled": fast_loss_compiled,
+                               "fast-compiled-bf16": fast_loss_compiled_bf16}
+
+
+def optimizer_options(loss_fn: str) -> dict:
+    """AdamW options for a loss function: the fast paths also take the fused (one-kernel) AdamW."""
+    return {"fused": True} if loss_fn != "hooked" else {}
 
 
 def get_loss_fn(name: str) -> LossFn:

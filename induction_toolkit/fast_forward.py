@@ -1,0 +1,242 @@
+"""A fused training forward for ``HookedTransformer``: the same math, without the hooks.
+
+TransformerLens' forward is built for analysis: every activation passes through a ``HookPoint``,
+projections are per-head einsums, attention scores are materialised, masked and soft-maxed
+explicitly. For small models that overhead, not arithmetic, sets the training speed. This module
+computes exactly the same function — embedding + positional embedding, pre-LN, attention with
+TL's scale and causal mask, the cfg's MLP activation, final LN, unembed, mean next-token
+cross-entropy — directly from the model's own ``Parameter``s, so gradients land on the
+``HookedTransformer`` and checkpoints are unchanged:
+
+- Q, K and V come from one matmul over the stacked ``W_Q | W_K | W_V`` (the stack is part of the
+  autograd graph, so each head's gradient flows back to its own parameter);
+- attention is ``F.scaled_dot_product_attention(is_causal=True, scale=1/attn_scale)``: TL masks
+  with ``IGNORE = -inf`` before its softmax, which is the same function;
+- biases are folded into ``addmm`` calls, as TL's ``batch_addmm`` does.
+
+Configurations with anything else (rotary/shortformer positions, RMSNorm, gated MLPs, GQA,
+local attention, soft-capping, parallel attention+MLP, …) are not fused: ``FastForward`` falls back
+to the hooked forward and says why in ``.reason``. A model with hooks attached (e.g. training
+dropout) also runs through the hooked forward, so hooks are never silently skipped.
+
+``bf16=True`` runs the matmuls and attention under ``torch.autocast(bfloat16)`` with parameters,
+LayerNorm statistics and the loss kept in fp32 — opt-in, since it changes the numbers.
+"""
+
+import contextlib
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer
+
+__all__ = ["FastForward", "fast_forward", "fast_loss", "fast_loss_bf16", "fast_loss_compiled",
+           "fast_loss_compiled_bf16", "fused_logits", "fused_loss", "unsupported_reason"]
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+# TransformerLens activation names whose function has an exact torch equivalent.
+# (gelu_new, gelu_fast and gelu_pytorch_tanh are all the tanh approximation of GELU.)
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_new": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+# Config fields that must hold these values for the fused math to equal TL's.
+_REQUIRED: dict[str, Any] = {
+    "positional_embedding_type": "standard",
+    "attention_dir": "causal",
+    "gated_mlp": False,
+    "parallel_attn_mlp": False,
+    "post_embedding_ln": False,
+    "use_normalization_before_and_after": False,
+    "use_local_attn": False,
+    "use_qk_norm": False,
+    "use_attention_sinks": False,
+    "use_logn_attn": False,
+    "load_in_4bit": False,
+    "clip_qkv": None,
+    "num_experts": None,
+}
+
+
+def unsupported_reason(model: HookedTransformer) -> str | None:
+    """Why ``model`` cannot take the fused forward, or ``None`` when it can."""
+    if not isinstance(model, HookedTransformer):
+        return f"{type(model).__name__} is not a HookedTransformer"
+    cfg = model.cfg
+    for name, value in _REQUIRED.items():
+        have = getattr(cfg, name, value)
+        if have != value:
+            return f"config {name}={have!r} (the fused forward needs {value!r})"
+    if cfg.normalization_type not in ("LN", "LNPre", None):
+        return f"normalization_type={cfg.normalization_type!r} (fused: LN, LNPre or none)"
+    if getattr(cfg, "final_rms", False):
+        return "final_rms=True"
+    if cfg.n_key_value_heads is not None and cfg.n_key_value_heads != cfg.n_heads:
+        return "grouped-query attention"
+    if not cfg.attn_only and cfg.act_fn not in ACTIVATIONS:
+        return f"act_fn={cfg.act_fn!r} (fused: {', '.join(ACTIVATIONS)})"
+    for name in ("attn_scores_soft_cap", "output_logits_soft_cap"):
+        cap = getattr(cfg, name, -1.0)
+        if cap is not None and cap > 0:
+            return f"{name}={cap}"
+    if cfg.original_architecture not in (None, "GPT2LMHeadModel", "neel", "neel-solu-old"):
+        # Architectures TL converts can carry details (post-norm, rotary variants) that the
+        # fields above do not capture; only fuse what was built from a plain config or GPT-2.
+        return f"original_architecture={cfg.original_architecture!r}"
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "padding_side", "right") == "left":
+        return "left-padding tokenizer (TL derives an attention mask from the tokens)"
+    if model.blocks[0].attn.W_Q.dtype not in (torch.float32, torch.float64, torch.bfloat16,
+                                              torch.float16):
+        return f"parameter dtype {model.blocks[0].attn.W_Q.dtype}"
+    return None
+
+
+def _norm(x: torch.Tensor, module: torch.nn.Module | None, eps: float) -> torch.Tensor:
+    if module is None:  # normalization_type=None: TL uses an Identity
+        return x
+    w = getattr(module, "w", None)
+    b = getattr(module, "b", None)
+    # TL computes the statistics in fp32 when the model is in lower precision; so does this,
+    # and autocast keeps layer_norm in fp32 too.
+    return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+
+
+def fused_logits(model: HookedTransformer,
+                 tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
+    """The model's logits on ``tokens`` computed without hooks (see the module docstring)."""
+    cfg = model.cfg
+    n_batch, n_pos = tokens.shape
+    rows = n_batch * n_pos
+    d_model, n_heads, d_head = cfg.d_model, cfg.n_heads, cfg.d_head
+    eps = cfg.eps
+    norm = cfg.normalization_type is not None
+    x = model.embed.W_E[tokens] + model.pos_embed.W_pos[:n_pos]  # [batch, pos, d_model]
+    for block in model.blocks:
+        attn = block.attn
+        h = _norm(x, block.ln1 if norm else None, eps).reshape(rows, d_model)
+        # [d_model, (3 head d_head)]: one projection for queries, keys and values.
+        w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2).reshape(d_model, -1)
+        b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(-1)
+        qkv = torch.addmm(b_qkv, h, w_qkv)
+        q, k, v = qkv.view(n_batch, n_pos, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           scale=1.0 / float(attn.attn_scale))  # [b, h, p, dh]
+        z = z.transpose(1, 2).reshape(rows, n_heads * d_head)
+        x = x + torch.addmm(attn.b_O, z, attn.W_O.reshape(n_heads * d_head, d_model)).view_as(x)
+        if not cfg.attn_only:
+            mlp = block.mlp
+            h = _norm(x, block.ln2 if norm else None, eps).reshape(rows, d_model)
+            h = ACTIVATIONS[cfg.act_fn](torch.addmm(mlp.b_in, h, mlp.W_in))
+            x = x + torch.addmm(mlp.b_out, h, mlp.W_out).view_as(x)
+    h = _norm(x, model.ln_final if norm else None, eps).reshape(rows, d_model)
+    logits = torch.addmm(model.unembed.b_U, h, model.unembed.W_U)
+    return logits.view(n_batch, n_pos, -1)
+
+
+def fused_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+    """Mean next-token cross-entropy, as ``model(tokens, return_type="loss")`` computes it."""
+    logits = fused_logits(model, tokens)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                           tokens[:, 1:].reshape(-1))
+
+
+def _has_hooks(model: HookedTransformer) -> bool:
+    return any(hp._forward_hooks or hp._backward_hooks for hp in model.hook_dict.values())
+
+
+@dataclass
+class _Plan:
+    reason: str | None
+    loss: Callable[[HookedTransformer, torch.Tensor], torch.Tensor]
+    logits: Callable[[HookedTransformer, torch.Tensor], torch.Tensor]
+
+
+class FastForward:
+    """The fused forward for one model, or its hooked forward when fusing does not apply.
+
+    ``compile=True`` wraps the fused loss in ``torch.compile`` (worth it for long runs: the first
+    step pays tens of seconds of compilation on CPU). ``bf16=True`` runs under bfloat16 autocast.
+    ``.fused`` says which path runs; ``.reason`` says why not when it is the hooked one.
+    """
+
+    def __init__(self, model: HookedTransformer, *, compile: bool = False, bf16: bool = False):
+        self.model = model
+        self.bf16 = bf16
+        self.compile = compile
+        self.reason = unsupported_reason(model)
+        loss_fn, logits_fn = fused_loss, fused_logits
+        if compile and self.reason is None:
+            loss_fn = torch.compile(fused_loss, dynamic=False)
+        self._plan = _Plan(self.reason, loss_fn, logits_fn)
+
+    @property
+    def fused(self) -> bool:
+        return self.reason is None
+
+    def _autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        device_type = "cuda" if self.model.cfg.device and str(self.model.cfg.device).startswith("cuda") else "cpu"
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+    def loss(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+        with self._autocast():
+            if self.reason is not None or _has_hooks(self.model):
+                return self.model(tokens, return_type="loss").float()
+            return self._plan.loss(self.model, tokens)
+
+    def logits(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
+        with self._autocast():
+            if self.reason is not None or _has_hooks(self.model):
+                return self.model(tokens, return_type="logits")
+            return self._plan.logits(self.model, tokens)
+
+    __call__ = logits
+
+
+# One FastForward per (model, options): the training seam passes only (model, tokens).
+_CACHE: "weakref.WeakKeyDictionary[HookedTransformer, dict[tuple, FastForward]]" = weakref.WeakKeyDictionary()
+
+
+def fast_forward(model: HookedTransformer, *, compile: bool = False, bf16: bool = False) -> FastForward:
+    """The (cached) ``FastForward`` of ``model`` with these options."""
+    per_model = _CACHE.setdefault(model, {})
+    key = (compile, bf16)
+    if key not in per_model:
+        per_model[key] = FastForward(model, compile=compile, bf16=bf16)
+    return per_model[key]
+
+
+def fast_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+    """Training-seam loss: fused fp32 forward (hooked when fusing does not apply)."""
+    return fast_forward(model).loss(tokens)
+
+
+def fast_loss_bf16(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+    """Training-seam loss: fused forward under bfloat16 autocast."""
+    return fast_forward(model, bf16=True).loss(tokens)
+
+
+def fast_loss_compiled(model: HookedTransformer,
+                       tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+    """Training-seam loss: the fused forward through ``torch.compile`` (for long runs)."""
+    return fast_forward(model, compile=True).loss(tokens)
+
+
+def fast_loss_compiled_bf16(model: HookedTransformer,
+                            tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+    """Training-seam loss: the compiled fused forward under bfloat16 autocast."""
+    return fast_forward(model, compile=True, bf16=True).loss(tokens)
