@@ -140,7 +140,7 @@ def test_scores_figure_is_a_png_with_one_panel_per_score(planted):
 def test_cli_report_json_describes_the_file(planted_report):
     data, out = planted_report
     assert data["out"] == str(out) and data["bytes"] == out.stat().st_size
-    assert data["sections"][:4] == ["model", "scores", "attention", "weights"]
+    assert data["sections"] == ["model", "scores", "attention", "causal", "weights"]
     assert data["step"] == 7 and data["model"] == "planted-induction"
 
 
@@ -158,6 +158,28 @@ def test_report_sections_and_known_heads(planted_report):
     # block views of the top previous-token head, then the top induction head
     assert re.findall(r"<h4>(L\dH\d) \(top", weights) == ["L0H1", "L1H2"]
     assert weights.count('src="data:image/png;base64,') == 2
+
+
+def _section(doc: str, key: str) -> str:
+    part = doc[doc.index(f'<section id="{key}">'):]
+    return part[:part.index("</section>")]
+
+
+def test_report_causal_section_shows_the_planted_circuit(planted_report):
+    _, out = planted_report
+    causal = _section(out.read_text(), "causal")
+    tables = re.findall(r"<tbody>(.*?)</tbody>", causal)
+    assert len(tables) == 3  # ablation, patching, path patching
+    # ablation, largest effect first: only the two circuit heads raise the repeated-half loss
+    ablation = re.findall(r"<tr><td>(L\dH\d)</td><td>[\d.]+</td><td>([+-][\d.]+)</td>", tables[0])
+    assert {h for h, _ in ablation[:2]} == {"L0H1", "L1H2"}
+    assert all(float(d) > 1.0 for _, d in ablation[:2])
+    assert all(abs(float(d)) < 0.05 for _, d in ablation[2:])
+    # patching: the induction head's output alone restores the clean prediction
+    assert re.match(r"<tr><td>1</td><td>L1H2</td><td>\+0\.9\d\d|<tr><td>1</td><td>L1H2</td><td>\+1\.0",
+                    tables[1])
+    # path patching L0H1 → L1H2 acts through the key: K-composition
+    assert "Largest effect: <b>k</b>" in causal
 
 
 def test_report_has_no_external_references(planted_report):
@@ -241,3 +263,9 @@ def test_report_renders_in_headless_chromium(planted_report, tmp_path):
     assert errors == []
     assert urls and all(u.startswith(("file:", "data:")) for u in urls), urls
     assert shot.stat().st_size > 10_000
+
+
+def _small_options():
+    from induction_toolkit.viz.report import ReportOptions
+
+    return ReportOptions(batch=8)

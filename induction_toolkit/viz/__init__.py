@@ -47,5 +47,15 @@ def blocks(model: Any, layer: int, head: int | None = None, *, analysis: Any = N
                       title=f"{head_label(layer, head)} weight block view")
 
 
-__all__ = ["blocks", "CircuitsView", "FigureView", "attention", "circuitsvis_bundle", "scores",
+class Views(list):
+    """Several views shown one after another (e.g. the figures of :func:`dynamics`)."""
+
+    def _repr_html_(self) -> str:
+        return "\n".join(v.fragment() if hasattr(v, "fragment") else str(v) for v in self)
+
+    def fragment(self) -> str:
+        return self._repr_html_()
+
+
+__all__ = ["Views", "blocks", "CircuitsView", "FigureView", "attention", "circuitsvis_bundle", "scores",
            "scores_figure", "select_heads"]

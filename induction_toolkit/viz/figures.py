@@ -123,3 +123,29 @@ def _cells(values):
     for l in range(values.shape[0]):
         for h in range(values.shape[1]):
             yield (l, h), float(values[l, h])
+
+
+def head_heatmaps(panels: list[tuple[str, Any]], *, title: str | None = None,
+                  caption: str | None = None, signed: bool = True) -> FigureView:
+    """Side-by-side layer × head heatmaps of per-head numbers (``[(panel title, values)]``)."""
+    first = panels[0][1]
+    n_layers, n_heads = first.shape
+    width = max(3.2, 0.6 * n_heads + 1.6)
+    fig = new_figure(width * len(panels), max(2.6, 0.55 * n_layers + 1.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, values) in zip(axes, panels):
+        v = values.detach().float().cpu().numpy() if hasattr(values, "detach") else values
+        lim = float(abs(v).max()) or 1.0
+        im = ax.imshow(v, cmap="RdBu_r" if signed else "Blues", vmin=-lim if signed else 0,
+                       vmax=lim, aspect="auto")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(n_heads))
+        ax.set_yticks(range(n_layers))
+        if n_layers * n_heads <= 64:
+            for (l, h), x in _cells(v):
+                ax.text(h, l, f"{x:+.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(x) > 0.6 * lim else "black")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return FigureView(fig, title=title, caption=caption)

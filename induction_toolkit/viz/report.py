@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InductionToolkitError
 from .circuits import CircuitsView, bundle_script, circuitsvis_version
 from .figures import FigureView
 
@@ -32,6 +33,7 @@ class ReportOptions:
     seed: int = 0
     top: int = 3  # heads shown per kind in the attention patterns
     pattern_seq_len: int = 12  # a short sequence, so each pattern plot stays readable
+    causal_batch: int = 16  # prompt pairs for ablation and patching (induct patch's default)
 
 
 @dataclass
@@ -196,12 +198,83 @@ def weights_section(ctx: ReportContext) -> ReportSection:
     return ReportSection("weights", "Weight block views", [table, *figures], intro=intro)
 
 
-# Sections that need an analysis module; each returns None when it does not apply.
-SectionBuilder = Callable[[ReportContext], ReportSection | None]
+def causal_section(ctx: ReportContext) -> ReportSection:
+    import torch
+
+    from ..causal import ablate_heads, causal_task, make_prompt_pair, patch_heads, path_patch
+    from .figures import head_heatmaps
+
+    o, model = ctx.options, ctx.model
+    cfg = model.cfg
+    task, notes = causal_task(model, seq_len=o.seq_len, repeats=2,
+                              bos_token_id=ctx.loaded.bos_token_id,
+                              exclude=ctx.loaded.special_token_ids)
+    pair = make_prompt_pair(task, o.causal_batch, seed=o.seed)
+    ablation = ablate_heads(model, pair.clean, task, method="zero", seed=o.seed)
+    patching = patch_heads(model, pair.clean, pair.corrupted, pair.metric)
+    parts: list[Fragment] = []
+    d = ablation.to_dict()
+    rows = "".join(
+        f"<tr><td>{r['label']}</td><td>{r['loss']:.3f}</td><td>{r['delta_loss']:+.3f}</td>"
+        f"<td>{r['first_half_loss']:.3f}</td><td>{r['first_half_delta_loss']:+.3f}</td></tr>"
+        for r in sorted(d["heads"], key=lambda r: -r["delta_loss"]))
+    parts.append(
+        f"<h4>Zero-ablation, one head at a time</h4><p>Loss on the repeated half (predictable "
+        f"only in context) and on the first half (a control), {task.seq_len} random tokens × 2 "
+        f"on {pair.clean.shape[0]} sequences. Baseline: repeated half "
+        f"{ablation.baseline_loss:.3f}, first half {ablation.baseline_first_half_loss:.3f}. "
+        "Ablating the induction head, or the previous-token head that feeds it, should raise the "
+        "repeated-half loss toward the first half's; other heads should not.</p>"
+        '<table class="causal"><thead><tr><th>head</th><th>repeated-half loss</th><th>Δ</th>'
+        f"<th>first-half loss</th><th>Δ first half</th></tr></thead><tbody>{rows}</tbody></table>")
+    p = patching.to_dict()
+    by_label = {e["label"]: e for e in p["heads"]}
+    rows = "".join(f"<tr><td>{i}</td><td>{label}</td><td>{by_label[label]['effect']:+.3f}</td>"
+                   f"<td>{by_label[label]['patched_metric']:.3f}</td></tr>"
+                   for i, label in enumerate(p["ranking"], 1))
+    parts.append(
+        f"<h4>Activation patching (denoising)</h4><p>Each head's output patched from clean "
+        f"prompts into prompts whose earlier copy is corrupted; metric {patching.metric}: the "
+        f"correct token's logit minus the mean logit over the repeated copy (clean {patching.clean_metric:.3f}, corrupted "
+        f"{patching.corrupted_metric:.3f}); effect 1 = restores the clean value, 0 = nothing.</p>"
+        '<table class="causal"><thead><tr><th>rank</th><th>head</th><th>effect</th>'
+        f"<th>patched {html.escape(patching.metric)}</th></tr></thead><tbody>{rows}</tbody></table>")
+    delta = torch.tensor([[ablation.row(l, h)["delta_loss"] for h in range(cfg.n_heads)]
+                          for l in range(cfg.n_layers)])
+    parts.append(head_heatmaps([("Δ repeated-half loss (zero-ablation)", delta),
+                                ("patching effect (denoising)", patching.effects)],
+                               title="Causal effect per head"))
+    (lp, hp, _), (li, hi, _) = (ctx.scores.top_heads("previous_token", k=1)[0],
+                                ctx.scores.top_heads("prefix_matching", k=1)[0])
+    if lp < li:
+        from ..scores import head_label
+
+        path = path_patch(model, pair.clean, pair.corrupted, pair.metric, (lp, hp), (li, hi),
+                          direction="noising")
+        q = path.to_dict()
+        rows = "".join(f"<tr><td>{x['input']}</td><td>{x['effect']:+.3f}</td>"
+                       f"<td>{x['patched_metric']:.3f}</td></tr>" for x in q["inputs"])
+        parts.append(
+            f"<h4>Path patching {head_label(lp, hp)} → {head_label(li, hi)}</h4><p>The top "
+            "previous-token head's output, corrupted only on its path into the top induction "
+            "head's query, key or value input (noising). An induction circuit acts through the "
+            f"key (K-composition). Largest effect: <b>{q['dominant']}</b>.</p>"
+            '<table class="causal"><thead><tr><th>receiver input</th><th>effect</th>'
+            f"<th>patched {html.escape(path.metric)}</th></tr></thead><tbody>{rows}</tbody></table>")
+    ctx.notes.extend(f"causal: {n}" for n in notes + ablation.notes + patching.notes)
+    return ReportSection("causal", "Causal evidence: ablation and patching", parts)
+
+
+class SectionSkipped(Exception):
+    """A section does not apply to this model; the message says why (listed in the report)."""
+
+
+SectionBuilder = Callable[[ReportContext], ReportSection]
 SECTIONS: list[tuple[str, SectionBuilder]] = [
     ("model", model_section),
     ("scores", scores_section),
     ("attention", attention_section),
+    ("causal", causal_section),
     ("weights", weights_section),
 ]
 
@@ -241,22 +314,15 @@ def report_for(loaded: Any, *, run_dir: str | Path | None = None,
         if on_section:
             on_section(key)
         try:
-            section = builder(ctx)
-        except _Missing as exc:
+            sections.append(builder(ctx))
+        except SectionSkipped as exc:
             omitted[key] = str(exc)
-            continue
-        if section is not None:
-            sections.append(section)
     name = loaded.model.cfg.model_name
     title = f"induction-toolkit report · {name}" + (
         f" · step {loaded.step}" if loaded.step is not None else "")
     meta = {"model": name, "path": str(loaded.path), "step": loaded.step,
             "circuitsvis": circuitsvis_version(), "run_dir": str(run_dir) if run_dir else None}
     return Report(title, sections, omitted, ctx.notes, meta)
-
-
-class _Missing(Exception):
-    """A section's analysis module is not part of this install."""
 
 
 def _kv_table(info: dict[str, Any]) -> str:
