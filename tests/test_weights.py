@@ -4,6 +4,7 @@ Known answers come from the hand-planted circuit; numbers are cross-checked agai
 TransformerLens (``all_composition_scores``, the hooked attention scores) and closed forms.
 """
 
+import contextlib
 import json
 import math
 
@@ -107,6 +108,26 @@ def test_planted_ov_eigen_matches_scores_module(planted, planted_analysis):
     assert planted_analysis.ov_eigen[planted.induction_head] == pytest.approx(1.0, abs=1e-4)
 
 
+# --- a trained attn-only-2l model (shared session fixture) ---------------------------------------
+
+def test_trained_model_weights_find_the_heads_induct_score_finds(trained_2l):
+    result = analyze_weights(trained_2l.model, partners=2, baseline_samples=50)
+    prev, ind = trained_2l.previous_token_head, trained_2l.induction_head
+    sub = result.subdiagonal
+    assert divmod(int(sub.argmax()), sub.shape[1]) == prev
+    assert sub[prev] > 1.0
+    # A trained 2-layer model often turns every layer-1 head into an induction head, so the top
+    # K-composition pair must run from the previous-token head into *an* induction head, and the
+    # induction head ranked first by prefix matching must read its keys mostly from that head.
+    top = result.composition_pairs("K")[0]
+    assert tuple(top["from"]) == prev and top["score"] > 0.03
+    assert trained_2l.scores.prefix_matching[tuple(top["to"])] >= 0.5
+    virtual = result.virtual_k[ind]
+    assert tuple(virtual[0]["from"]) == prev and virtual[0]["diagonal"] > 1.5
+    # copying: the induction head's OV circuit has a positive eigenvalue score, as induct score says
+    assert result.ov_eigen[ind] > 0.5
+
+
 # --- composition scores against TransformerLens -----------------------------------------------
 
 @pytest.mark.parametrize("which", ["planted", "ln"])
@@ -115,7 +136,8 @@ def test_composition_scores_equal_transformer_lens(planted, ln_model, which):
     folded, _ = folded_copy(model)  # with LayerNorm, both read the same folded copy
     for mode in ("Q", "K", "V"):
         ours = composition_scores(folded, mode)
-        theirs = folded.all_composition_scores(mode).detach().double()
+        with _one_thread():  # TL's batched SVDs crawl when two OpenMP threads share busy cores
+            theirs = folded.all_composition_scores(mode).detach().double()
         assert ours.shape == theirs.shape
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
         assert ours.max() > 0.05  # not trivially zero
@@ -217,6 +239,16 @@ def test_cli_table_and_bad_input(tmp_path, planted):
         assert bad.exit_code == 2, bad.output
         lines = bad.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in bad.output
+
+
+@contextlib.contextmanager
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _assert_all_finite(obj):

@@ -61,6 +61,11 @@ class WeightAnalysis:
         mask = torch.arange(self.n_layers)[:, None, None, None] < torch.arange(self.n_layers)[None, None, :, None]
         return torch.where(mask, raw - self.baseline[mode], torch.zeros_like(raw))
 
+    def partners(self, mode: str) -> dict[Head, dict[str, Any] | None]:
+        """``partner(mode, l, h)`` for every head at once."""
+        score = self.composition_score(mode)
+        return {(l, h): _best_partner(score, l, h) for l, h in self.heads()}
+
     def composition_pairs(self, mode: str, top: int | None = None) -> list[dict[str, Any]]:
         """Every (earlier → later) pair, strongest first: ``{"from", "to", "score", "raw"}``."""
         raw = self.composition[mode]
@@ -72,18 +77,7 @@ class WeightAnalysis:
 
     def partner(self, mode: str, layer: int, head: int) -> dict[str, Any] | None:
         """The strongest partner of a head in either direction (it reads from / writes to it)."""
-        score = self.composition_score(mode)
-        best = None
-        for l2, h2 in self.heads():
-            if l2 < layer:
-                cand = (float(score[l2, h2, layer, head]), "from")
-            elif l2 > layer:
-                cand = (float(score[layer, head, l2, h2]), "to")
-            else:
-                continue
-            if best is None or cand[0] > best["score"]:
-                best = {"head": [l2, h2], "label": head_label(l2, h2), "score": cand[0], "direction": cand[1]}
-        return best
+        return _best_partner(self.composition_score(mode), layer, head)
 
     def k_sources(self, layer: int, head: int, k: int) -> list[Head]:
         """The ``k`` earlier heads with the strongest K-composition into ``(layer, head)``."""
@@ -119,12 +113,13 @@ class WeightAnalysis:
 
     def head_rows(self) -> list[dict[str, Any]]:
         rows = []
+        partners = {m: self.partners(m) for m in MODES}
         for l, h in self.heads():
             rows.append({
                 "layer": l, "head": h, "label": head_label(l, h),
                 "subdiagonal": None if self.subdiagonal is None else _finite(self.subdiagonal[l, h]),
                 "ov_eigen": _finite(self.ov_eigen[l, h]),
-                **{f"{m.lower()}_partner": self.partner(m, l, h) for m in MODES},
+                **{f"{m.lower()}_partner": partners[m][(l, h)] for m in MODES},
                 "virtual_k": self.virtual_k.get((l, h), []),
             })
         return rows
@@ -159,6 +154,18 @@ class WeightAnalysis:
             table.add_row(row["label"], sub, f"{row['ov_eigen']:+.2f}",
                           *(_fmt_partner(row[f"{m.lower()}_partner"]) for m in MODES))
         return table
+
+
+def _best_partner(score: torch.Tensor, layer: int, head: int) -> dict[str, Any] | None:
+    # earlier heads this one reads from, then later heads it writes to; ties go to the first
+    n_layers, n_heads = score.shape[0], score.shape[1]
+    cands = [(float(score[l, h, layer, head]), (l, h), "from") for l in range(layer) for h in range(n_heads)]
+    cands += [(float(score[layer, head, l, h]), (l, h), "to")
+              for l in range(layer + 1, n_layers) for h in range(n_heads)]
+    if not cands:
+        return None
+    value, (l, h), direction = max(cands, key=lambda c: c[0])
+    return {"head": [l, h], "label": head_label(l, h), "score": value, "direction": direction}
 
 
 def _fmt_partner(p: dict[str, Any] | None) -> str:
@@ -207,8 +214,9 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
     ov_eigen, ov_notes = ov_eigen_scores(folded)
     notes.extend(ov_notes)
     composition = {m: composition_scores(folded, m) for m in MODES}
-    baseline = {m: random_baseline(cfg.d_model, cfg.d_head, m, samples=baseline_samples, seed=seed)
-                for m in MODES}
+    # i.i.d. Gaussian Q, K and V factors have identical shapes, hence one baseline for all three
+    shared = random_baseline(cfg.d_model, cfg.d_head, "K", samples=baseline_samples, seed=seed)
+    baseline = {m: shared for m in MODES}
     result = WeightAnalysis(
         n_layers=cfg.n_layers, n_heads=cfg.n_heads, subdiagonal=None, ov_eigen=ov_eigen,
         composition=composition, baseline=baseline, baseline_samples=baseline_samples,

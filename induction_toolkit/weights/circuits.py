@@ -82,8 +82,9 @@ def attn_scale(model: HookedTransformer, layer: int) -> float:
 def embeddings(model: HookedTransformer, token_ids: torch.Tensor, n_positions: int | None
                ) -> tuple[Float[torch.Tensor, "n_tokens d_model"], Float[torch.Tensor, "n_pos d_model"] | None]:
     """The sampled rows of ``W_E`` and the first ``n_positions`` rows of ``W_pos`` (None if rotary)."""
-    E = _f64(model.W_E)[token_ids]
-    P = _f64(model.W_pos)[:n_positions] if has_positions(model) and n_positions else None
+    # index before converting: a float64 copy of GPT-2's whole W_E would be 300 MB
+    E = _f64(model.W_E[token_ids.to(model.W_E.device)])
+    P = _f64(model.W_pos[:n_positions]) if has_positions(model) and n_positions else None
     return E, P
 
 
@@ -113,9 +114,9 @@ def ov_block(model: HookedTransformer, layer: int, head: int, token_ids: torch.T
     exist there (``d_vocab_out`` may be smaller); others are dropped from the columns.
     """
     w = head_weights(model, layer, head)
-    W_U = _f64(model.W_U)
-    cols = token_ids[token_ids < W_U.shape[1]]
-    return (E @ w["W_V"]) @ (w["W_O"] @ W_U[:, cols])
+    cols = token_ids[token_ids < model.W_U.shape[1]]
+    W_U = _f64(model.W_U[:, cols.to(model.W_U.device)])
+    return (E @ w["W_V"]) @ (w["W_O"] @ W_U)
 
 
 def virtual_k_block(model: HookedTransformer, src: tuple[int, int], dst: tuple[int, int],
@@ -138,12 +139,19 @@ def virtual_k_block(model: HookedTransformer, src: tuple[int, int], dst: tuple[i
 
 
 def _standardised_gap(block: torch.Tensor, on: torch.Tensor, off: torch.Tensor, within: torch.Tensor) -> float:
-    values = block[within]
-    std = values.std(unbiased=False)
-    scale = values.abs().max()
-    if not on.any() or not off.any() or std <= _CONSTANT_RTOL * scale or not torch.isfinite(std):
+    n_on, n_off, n_within = int(on.sum()), int(off.sum()), int(within.sum())
+    if n_on == 0 or n_off == 0:
         return 0.0
-    return float((block[on].mean() - block[off].mean()) / std)
+    w = within.to(block.dtype)
+    mean = (block * w).sum() / n_within
+    # two passes (mean, then squared deviations) so a constant block gives exactly 0, not rounding noise
+    std = (((block - mean) * w) ** 2).sum().div(n_within).sqrt()
+    scale = (block * w).abs().max()
+    if std <= _CONSTANT_RTOL * scale or not torch.isfinite(std):
+        return 0.0
+    on_mean = (block * on.to(block.dtype)).sum() / n_on
+    off_mean = (block * off.to(block.dtype)).sum() / n_off
+    return float((on_mean - off_mean) / std)
 
 
 def subdiagonal_score(block: Float[torch.Tensor, "query key"]) -> float:

@@ -27,11 +27,23 @@ from .analysis import WeightAnalysis
 _CMAP = "RdBu_r"
 _HEAD_WIDTH = 3.4  # inches per head column
 _DPI = 100
+_MAX_PIXELS = 256
+
+
+def _downsample(block: torch.Tensor) -> torch.Tensor:
+    """Average-pool to at most ``_MAX_PIXELS`` per side: a panel is ~250 px wide anyway, and
+    drawing GPT-2's 1024² position block per head at full size takes seconds each."""
+    h, w = block.shape
+    if max(h, w) <= _MAX_PIXELS:
+        return block
+    pooled = torch.nn.functional.adaptive_avg_pool2d(block[None, None].float(),
+                                                     (min(h, _MAX_PIXELS), min(w, _MAX_PIXELS)))
+    return pooled[0, 0]
 
 
 def _show(ax, block: torch.Tensor, title: str | None = None, fontsize: float = 6,
           aspect: str = "auto") -> None:
-    data = block.detach().to("cpu", torch.float32).numpy()
+    data = _downsample(block.detach().to("cpu", torch.float32)).numpy()
     vmax = float(abs(data).max()) if data.size else 0.0
     vmax = vmax if vmax > 0 else 1.0
     ax.imshow(data, cmap=_CMAP, vmin=-vmax, vmax=vmax, aspect=aspect, interpolation="antialiased")
