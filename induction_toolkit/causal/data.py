@@ -45,10 +45,9 @@ class NextTokenLogProb:
 class NextTokenLogit:
     """Mean over the given query positions of the correct next token's logit minus the mean logit.
 
-    The default patching metric. It moves linearly with the logits, where the log-probability
-    saturates (≈ 0 on clean prompts, very negative on corrupted ones) and so hides most of a
-    patch's effect from attribution patching's gradients. Subtracting the mean logit makes it, like
-    the log-probability, blind to a constant added to every logit.
+    An alternative patching metric: it moves linearly with the logits where the log-probability
+    saturates, so it suits models whose clean log-probs sit at ≈ 0. Subtracting the mean logit
+    makes it, like the log-probability, blind to a constant added to every logit.
     """
 
     tokens: Int[torch.Tensor, "batch pos"]
@@ -63,7 +62,7 @@ class NextTokenLogit:
         return (correct - lg.mean(-1)).mean(-1)
 
 
-MetricKind = Literal["logit", "logprob"]
+MetricKind = Literal["logprob", "logit"]
 METRIC_KINDS: tuple[str, ...] = get_args(MetricKind)
 
 
@@ -92,9 +91,9 @@ class PromptPair:
     seed: int = 0
 
     @property
-    def metric(self) -> "NextTokenLogit":
-        """The default patching metric: correct-token logit (minus mean) over the last copy."""
-        return self.metric_of("logit")
+    def metric(self) -> "NextTokenLogProb":
+        """The default patching metric: correct-token log-prob over the last copy."""
+        return self.metric_of("logprob")
 
     def metric_of(self, kind: str) -> "NextTokenLogit | NextTokenLogProb":
         """``logit``: correct-token logit minus mean logit; ``logprob``: its log-probability;

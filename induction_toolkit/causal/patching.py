@@ -20,15 +20,23 @@ from .result import DIRECTIONS, PatchingResult, gap_notes, normalised_effect
 
 
 def head_masks(n_layers: int, n_pos: int, n_heads: int, *,
-               by_position: bool = False) -> torch.Tensor:
-    """One copy per head (all positions), or per (layer, pos, head) in TransformerLens' order."""
-    if not by_position:
-        m = torch.zeros(n_layers, n_heads, n_layers, n_pos, n_heads, dtype=torch.bool)
-        for l in range(n_layers):
-            m[l, torch.arange(n_heads), l, :, torch.arange(n_heads)] = True
-        return m.reshape(n_layers * n_heads, n_layers, n_pos, n_heads)
-    eye = torch.eye(n_layers * n_pos * n_heads, dtype=torch.bool)
-    return eye.reshape(-1, n_layers, n_pos, n_heads)
+               by_position: bool = False, layer: int | None = None) -> torch.Tensor:
+    """One copy per head (all positions), or per (layer, pos, head) in TransformerLens' order.
+
+    ``layer`` keeps only that layer's copies (masks grow as copies², so by-position patching of a
+    big model builds them one layer at a time).
+    """
+    layers = range(n_layers) if layer is None else [layer]
+    per_layer = n_heads * (n_pos if by_position else 1)
+    m = torch.zeros(len(layers), per_layer, n_layers, n_pos, n_heads, dtype=torch.bool)
+    heads = torch.arange(n_heads)
+    for i, l in enumerate(layers):
+        if by_position:
+            pos = torch.arange(n_pos).repeat_interleave(n_heads)
+            m[i, torch.arange(per_layer), l, pos, heads.repeat(n_pos)] = True
+        else:
+            m[i, heads, l, :, heads] = True
+    return m.reshape(len(layers) * per_layer, n_layers, n_pos, n_heads)
 
 
 def check_direction(direction: str) -> None:
@@ -57,16 +65,16 @@ def patch_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int[tor
 
     L, H = model.cfg.n_layers, model.cfg.n_heads
     n_pos = clean.shape[1]
-    masks = head_masks(L, n_pos, H)
-    if by_position:
-        masks = torch.cat([masks, head_masks(L, n_pos, H, by_position=True)])
-    values = run_patched(model, base, src.z, masks, [metric], max_rows=max_rows,
-                         progress=progress)[:, 0].cpu()
-    patched = values[:L * H].reshape(L, H)
+    def run(masks):
+        return run_patched(model, base, src.z, masks, [metric], max_rows=max_rows,
+                           progress=progress)[:, 0].cpu()
+
+    patched = run(head_masks(L, n_pos, H)).reshape(L, H)
     effects = normalised_effect(patched, clean_value, corrupted_value, direction)
     position_effects = None
     if by_position:
-        by_pos = values[L * H:].reshape(L, n_pos, H)
+        by_pos = torch.stack([run(head_masks(L, n_pos, H, by_position=True, layer=l))
+                              for l in range(L)]).reshape(L, n_pos, H)
         position_effects = normalised_effect(by_pos, clean_value, corrupted_value, direction)
     return PatchingResult(
         metric=metric_name or getattr(metric, "name", "metric"), method="exact", direction=direction,
