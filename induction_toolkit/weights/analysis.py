@@ -189,7 +189,7 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
     ``max_tokens``: token blocks use all tokens up to this many, else a seeded sample of this many.
     ``max_positions``: position blocks use the first ``min(n_ctx, max_positions)`` positions.
     ``partners``: how many K-composition sources get a virtual block per layer-≥1 head.
-    ``baseline_samples``/``seed``: the random-matrix baseline. ``progress(done, total)`` per head.
+    ``baseline_samples``/``seed``: the random-matrix baseline. ``progress(done, total)`` per step.
     The caller's model is never modified.
     """
     for name, value in (("max_tokens", max_tokens), ("max_positions", max_positions),
@@ -211,9 +211,19 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
     elif n_positions < cfg.n_ctx:
         notes.append(f"position blocks use the first {n_positions} of {cfg.n_ctx} positions")
 
+    total = 3 * cfg.n_layers + cfg.n_layers * cfg.n_heads + 1
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     ov_eigen, ov_notes = ov_eigen_scores(folded)
     notes.extend(ov_notes)
-    composition = {m: composition_scores(folded, m) for m in MODES}
+    tick()
+    composition = {m: composition_scores(folded, m, progress=tick) for m in MODES}
     # i.i.d. Gaussian Q, K and V factors have identical shapes, hence one baseline for all three
     shared = random_baseline(cfg.d_model, cfg.d_head, "K", samples=baseline_samples, seed=seed)
     baseline = {m: shared for m in MODES}
@@ -224,8 +234,7 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
 
     E, P = circuits.embeddings(folded, token_ids, n_positions)
     sub = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
-    total = cfg.n_layers * cfg.n_heads
-    for i, (l, h) in enumerate(result.heads()):
+    for l, h in result.heads():
         if P is not None:
             # only the position block is needed for the score; skip the token blocks here
             w = circuits.head_weights(folded, l, h)
@@ -238,7 +247,6 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
                  "score": float(composition["K"][sl, sh, l, h]) - baseline["K"],
                  "diagonal": circuits.diagonal_score(circuits.virtual_k_block(folded, (sl, sh), (l, h), E))}
                 for sl, sh in sources]
-        if progress is not None:
-            progress(i + 1, total)
+        tick()
     result.subdiagonal = sub if P is not None else None
     return result

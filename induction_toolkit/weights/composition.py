@@ -13,7 +13,7 @@ are reported minus a baseline: the mean score of ``BASELINE_SAMPLES`` pairs of s
 Gaussian factor matrices of the same shapes.
 """
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from jaxtyping import Float
@@ -46,37 +46,44 @@ def _gram_norm_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a.transpose(-1, -2) @ a) * (b @ b.transpose(-1, -2))).sum((-2, -1))
 
 
-def _pair_scores(a1: torch.Tensor, b1: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+def _pair_scores(a1: torch.Tensor, b1: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor,
+                 left_norm: torch.Tensor, right_norm: torch.Tensor) -> torch.Tensor:
     """Scores of every left head (leading dim of a1/b1) against every right head (of a2/b2).
 
-    ``a1 [H1, d_model, r1]``, ``b1 [H1, r1, d_model]``, ``a2 [H2, d_model, r2]``, ``b2 [H2, r2, d_model]``
-    → ``[H1, H2]``.
+    ``a1 [H1, d_model, r1]``, ``b1 [H1, r1, d_model]``, ``a2 [H2, d_model, r2]``, ``b2 [H2, r2, d_model]``,
+    ``left_norm [H1]``, ``right_norm [H2]`` (Frobenius norms of ``a1 b1`` and ``a2 b2``) → ``[H1, H2]``.
     """
     g_left = a1.transpose(-1, -2) @ a1  # [H1, r1, r1]
     g_right = b2 @ b2.transpose(-1, -2)  # [H2, r2, r2]
     middle = b1[:, None] @ a2[None]  # [H1, H2, r1, r2]
     num = ((g_left[:, None] @ middle) * (middle @ g_right[None])).sum((-2, -1)).clamp_min(0).sqrt()
-    left_norm = _gram_norm_sq(a1, b1).sqrt()
-    right_norm = _gram_norm_sq(a2, b2).sqrt()
     den = left_norm[:, None] * right_norm[None, :]
     return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
 
 
-def composition_scores(model: HookedTransformer, mode: CompositionMode
+def composition_scores(model: HookedTransformer, mode: CompositionMode,
+                       progress: Callable[[], None] | None = None
                        ) -> Float[torch.Tensor, "layer head layer head"]:
     """Raw composition scores, equal to TransformerLens' ``model.all_composition_scores(mode)``.
 
     Pass a LayerNorm-folded model (``circuits.folded_copy``) to read the weights the model uses.
     A head whose OV or QK matrix is zero composes with nothing: its scores are 0.
+    ``progress()`` is called once per source layer.
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of Q, K, V; got {mode!r}")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     factors = [_factors(model, layer) for layer in range(n_layers)]
+    ov_norms = [_gram_norm_sq(f["W_V"], f["W_O"]).sqrt() for f in factors]
+    right = [_right_factors(f, mode) for f in factors]
+    right_norms = [_gram_norm_sq(a, b).sqrt() for a, b in right]
     out = torch.zeros(n_layers, n_heads, n_layers, n_heads, dtype=torch.float64)
     for l1 in range(n_layers):
         a1, b1 = factors[l1]["W_V"], factors[l1]["W_O"]
         for l2 in range(l1 + 1, n_layers):
-            a2, b2 = _right_factors(factors[l2], mode)
-            out[l1, :, l2, :] = _pair_scores(a1, b1, a2, b2)
+            out[l1, :, l2, :] = _pair_scores(a1, b1, *right[l2], ov_norms[l1], right_norms[l2])
+        if progress is not None:
+            progress()
     return out
 
 
