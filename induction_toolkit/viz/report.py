@@ -198,6 +198,10 @@ def weights_section(ctx: ReportContext) -> ReportSection:
     return ReportSection("weights", "Weight block views", [table, *figures], intro=intro)
 
 
+_METRIC_TEXT = {"NextTokenLogProb": "the correct token's log-probability",
+                "NextTokenLogit": "the correct token's logit minus the mean logit"}
+
+
 def causal_section(ctx: ReportContext) -> ReportSection:
     import torch
 
@@ -234,8 +238,9 @@ def causal_section(ctx: ReportContext) -> ReportSection:
                    for i, label in enumerate(p["ranking"], 1))
     parts.append(
         f"<h4>Activation patching (denoising)</h4><p>Each head's output patched from clean "
-        f"prompts into prompts whose earlier copy is corrupted; metric {patching.metric}: the "
-        f"correct token's logit minus the mean logit over the repeated copy (clean {patching.clean_metric:.3f}, corrupted "
+        f"prompts into prompts whose earlier copy is corrupted; metric {patching.metric}: "
+        f"{_METRIC_TEXT.get(type(pair.metric).__name__, 'see induct patch')}, over the "
+        f"repeated copy (clean {patching.clean_metric:.3f}, corrupted "
         f"{patching.corrupted_metric:.3f}); effect 1 = restores the clean value, 0 = nothing.</p>"
         '<table class="causal"><thead><tr><th>rank</th><th>head</th><th>effect</th>'
         f"<th>patched {html.escape(patching.metric)}</th></tr></thead><tbody>{rows}</tbody></table>")
