@@ -5,6 +5,8 @@ import typer
 from . import ablate, compare, patch, planted, report, score
 from . import weights as weights_cmd
 from . import train as train_cmd
+from . import dynamics as dynamics_cmd
+from . import reproduce as reproduce_cmd
 
 app = typer.Typer(
     name="induct",
@@ -18,6 +20,8 @@ app = typer.Typer(
 app.command("score")(score.score)
 app.command("planted")(planted.planted)
 app.command("train")(train_cmd.train)
+app.command("dynamics")(dynamics_cmd.dynamics)
+app.command("reproduce")(reproduce_cmd.reproduce)
 app.command("compare")(compare.compare)
 app.command("report")(report.report)
 app.command("weights")(weights_cmd.weights)

@@ -70,11 +70,13 @@ def train(
                              log_checkpoints=log_checkpoints, device=device, loss_fn=loss_fn,
                              model_overrides=_parse_options(model_opt or [], "--model-opt"),
                              task_options=_parse_options(task_opt or [], "--task-opt"))
-        from induction_toolkit.models import preset_config
-        from induction_toolkit.tasks import make_task  # validate names before touching disk
-        preset_config(preset)
-        if task not in ("repeated", "copying", "text"):
-            make_task(task)
+        from induction_toolkit.training.loop import check_new_run_dir
+
+        check_new_run_dir(out, config)  # every refusal before the progress bar starts
+    else:
+        from induction_toolkit.training import read_run_config
+
+        read_run_config(resume)
     run_dir = Path(resume if resume is not None else out)
 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,

@@ -137,7 +137,8 @@ def analyse(rows: list[dict[str, Any]], *, sigma: float = 1.0) -> Dynamics:
         raise ConfigError(f"need at least 3 evaluations to analyse dynamics, got {len(rows)}; "
                           "train longer or lower --eval-every")
     steps = np.array([r["step"] for r in rows], dtype=float)
-    icl = np.array([r["icl_score"] for r in rows], dtype=float)
+    icl_key = "score_icl" if all("score_icl" in r for r in rows) else "icl_score"
+    icl = np.array([r[icl_key] for r in rows], dtype=float)
     loss = np.array([r["eval_loss"] for r in rows], dtype=float)
     rep = np.array([r.get("loss_repeated_half", r["eval_loss"]) for r in rows], dtype=float)
     pm = np.array([r["prefix_matching"] for r in rows], dtype=float)  # [T, layer, head]

@@ -30,8 +30,9 @@ def random_2l():
 
 # Training settings of the shared trained model (issue 4). Kept here so tests that need the
 # numbers (e.g. the step count) read them instead of copying them.
-TRAINED_2L_CONFIG = dict(preset="attn-only-2l", task="repeated", steps=600, lr=3e-3,
-                         batch_size=32, seed=0, eval_every=50, device="cpu")
+TRAINED_2L_CONFIG = dict(preset="attn-only-2l", task="repeated", steps=750, lr=3e-3,
+                         batch_size=32, seed=0, eval_every=50, log_checkpoints=8,
+                         checkpoint_every=250, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,8 @@ class CopyingConfig:
         allowed = self.content_tokens()
         return allowed[torch.randint(0, len(allowed), (batch, length), generator=generator)]
 
-    def sample(self, batch: int, generator: torch.Generator) -> Int[torch.Tensor, "batch pos"]:
+    def sample(self, batch: int, generator: torch.Generator,
+               step: int = 0) -> Int[torch.Tensor, "batch pos"]:
         length = int(torch.randint(self.min_length, self.max_length + 1, (1,), generator=generator))
         return self._build(self._content(batch, length, generator))
 

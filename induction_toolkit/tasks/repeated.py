@@ -90,6 +90,16 @@ class RepeatedTaskConfig:
     ``R`` must vary: with one fixed ``R`` a model solves the repeated part with a purely positional
     rule (attend to ``i − R + 1``) and never forms an induction head. Sequences are truncated to
     exactly ``seq_len`` so every batch has the same shape and every position is trained.
+
+    From step ``offset_from_step`` on, in a fraction ``offset_fraction`` of the batches the repeats
+    start after a random-length run of i.i.d. random tokens (per sequence). Without this the first
+    copy always sits in positions ``1..R``: an induction head only ever needs previous-token
+    information there, so layer 0's previous-token attention forms only in the first half of the
+    context (measured: ≈ 0.9 before position 30, ≈ 0.03 after 32) and no head scores as a
+    previous-token head over a whole sequence. Offsets from step 0 instead delay induction past
+    the short runs we train (the unpredictable noise dilutes the signal), hence the curriculum:
+    the circuit forms on plain repeats, then the offsets extend layer 0's previous-token
+    attention over the whole context.
     """
 
     d_vocab: int = 64
@@ -97,6 +107,8 @@ class RepeatedTaskConfig:
     min_segment: int = 4
     max_segment: int = 31
     bos_token_id: int | None = 0
+    offset_fraction: float = 0.5
+    offset_from_step: int = 400  # offsets only from this training step on (a curriculum)
     name: str = "repeated"
 
     def __post_init__(self) -> None:
@@ -106,6 +118,8 @@ class RepeatedTaskConfig:
         if 2 * self.max_segment + self.prefix_len > self.seq_len:
             raise ConfigError(f"max_segment {self.max_segment} does not repeat twice in "
                               f"{self.seq_len} tokens")
+        if not 0 <= self.offset_fraction <= 1:
+            raise ConfigError(f"offset_fraction must be in [0, 1], got {self.offset_fraction}")
         self.segment_config(self.min_segment)  # validates the vocabulary
 
     @property
@@ -122,11 +136,25 @@ class RepeatedTaskConfig:
                                     repeats=max(2, -(-body // segment)),
                                     bos_token_id=self.bos_token_id)
 
-    def sample(self, batch: int, generator: torch.Generator) -> Int[torch.Tensor, "batch pos"]:
+    def sample(self, batch: int, generator: torch.Generator,
+               step: int = 0) -> Int[torch.Tensor, "batch pos"]:
         segment = int(torch.randint(self.min_segment, self.max_segment + 1, (1,),
                                     generator=generator))
-        return repeated_tokens(self.segment_config(segment), batch,
-                               generator=generator)[:, : self.seq_len]
+        offset = float(torch.rand(1, generator=generator)) < self.offset_fraction
+        offset = offset and step >= self.offset_from_step
+        cfg = self.segment_config(segment)
+        tokens = repeated_tokens(cfg, batch, generator=generator)[:, : self.seq_len]
+        if not offset:
+            return tokens
+        body = self.seq_len - self.prefix_len
+        allowed = cfg.allowed_tokens()
+        start = torch.randint(0, body - 2 * segment + 1, (batch, 1), generator=generator)
+        noise = allowed[torch.randint(0, len(allowed), (batch, body), generator=generator)]
+        pos = torch.arange(body)[None, :]
+        # shift each row's periodic body right by its start; the gap holds the noise
+        periodic = tokens[:, self.prefix_len:].gather(1, (pos - start).clamp_min(0) % segment)
+        body_tokens = torch.where(pos >= start, periodic, noise)
+        return torch.cat([tokens[:, : self.prefix_len], body_tokens], dim=1)
 
     def eval_batch(self, batch: int, seed: int) -> tuple[Int[torch.Tensor, "batch pos"], int]:
         """Two copies of the longest segment that fits: first half vs repeated half."""

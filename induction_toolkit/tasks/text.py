@@ -72,7 +72,8 @@ class TextConfig:
         idx = starts[:, None] + torch.arange(self.seq_len)[None, :]
         return torch.from_numpy(data[idx.numpy()].astype(np.int64))
 
-    def sample(self, batch: int, generator: torch.Generator) -> Int[torch.Tensor, "batch pos"]:
+    def sample(self, batch: int, generator: torch.Generator,
+               step: int = 0) -> Int[torch.Tensor, "batch pos"]:
         return self._windows(self._split()[0], batch, generator)
 
     def eval_batch(self, batch: int, seed: int) -> tuple[Int[torch.Tensor, "batch pos"], int]:

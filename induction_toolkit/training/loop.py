@@ -245,7 +245,7 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, *,
     t_last = time.perf_counter()
     with guard if guard is not None else _nullcontext():
         for step in range(start_step + 1, config.steps + 1):
-            tokens = task.sample(config.batch_size, generator).to(device)
+            tokens = task.sample(config.batch_size, generator, step=step).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(config, step - 1)
             if fwd_hooks:
@@ -293,10 +293,12 @@ class _nullcontext:
         return False
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, fresh: bool = False) -> None:
+def check_new_run_dir(run_dir: str | Path, config: TrainConfig) -> None:
+    """Raise ``ConfigError`` unless ``run_dir`` can receive a new run of ``config``."""
+    run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is an existing file, not a run directory")
-    if (run_dir / RUN_CONFIG_FILENAME).is_file() and not fresh:
+    if (run_dir / RUN_CONFIG_FILENAME).is_file():
         stored = TrainConfig.from_dict(read_run_config(run_dir)["train"])
         diff = config.same_run(stored)
         if diff:
@@ -304,8 +306,19 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, fresh: bool = False) ->
                               f"{', '.join(diff)})")
         if list_checkpoints(run_dir):
             raise ConfigError(f"--out {run_dir} already holds this run; use --resume {run_dir}")
-    elif run_dir.is_dir() and any(run_dir.iterdir()) and not fresh:
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
         raise ConfigError(f"--out {run_dir} is a non-empty directory that is not a run")
+    build_run_model_config(config)
+
+
+def build_run_model_config(config: TrainConfig):
+    task = build_task(config)
+    return preset_config(config.preset, **{**config.model_overrides, "d_vocab": task.d_vocab})
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, fresh: bool = False) -> None:
+    if not fresh:
+        check_new_run_dir(run_dir, config)
     task = build_task(config)
     model_cfg = preset_config(config.preset, **{**config.model_overrides, "d_vocab": task.d_vocab})
     payload = {"train": config.to_dict(), "model": config_to_dict(model_cfg),

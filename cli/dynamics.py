@@ -1,0 +1,56 @@
+"""``induct dynamics``: phase change, induction onsets, loss drop and lag fit of a training run."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import handle_errors, print_json, stdout
+
+
+@handle_errors
+def dynamics(
+    run_dir: Annotated[Path, typer.Argument(help="A training run directory (induct train --out).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
+    sigma: Annotated[float, typer.Option(help="Gaussian smoothing width, in evaluations.")] = 1.0,
+    figures: Annotated[bool, typer.Option(help="Write PNG figures under RUN_DIR/figures/.")] = True,
+) -> None:
+    """Training dynamics of a run: phase-change window, per-head onset, loss drop, lag fit."""
+    from induction_toolkit.dynamics import run_dynamics
+    from induction_toolkit.errors import ConfigError
+    from induction_toolkit.training import read_metrics
+
+    if sigma < 0:
+        raise ConfigError(f"--sigma must be ≥ 0, got {sigma}")
+    dyn = run_dynamics(run_dir, sigma=sigma)
+    written = []
+    if figures:
+        from induction_toolkit.viz.dynamics_figures import write_dynamics_figures
+
+        written = write_dynamics_figures(read_metrics(run_dir), dyn, Path(run_dir) / "figures")
+    data = dyn.to_dict()
+    data["figures"] = [str(p) for p in written]
+    if json_out:
+        print_json(data)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"dynamics · {run_dir}", header_style="bold")
+    for col in ("head", "final PM", "final prev", "onset", "lag τ", "R²"):
+        table.add_column(col, justify="right")
+    strongest = dyn.strongest_head
+    for h in sorted(dyn.heads, key=lambda h: -h.final_prefix_matching):
+        table.add_row(f"L{h.layer}H{h.head}", f"{h.final_prefix_matching:.3f}",
+                      f"{h.final_previous_token:.3f}",
+                      "-" if h.onset_step is None else str(h.onset_step),
+                      f"{h.lag_steps:+.0f}", f"{h.r2:.3f}",
+                      style="bold green" if (h.layer, h.head) == strongest else None)
+    stdout.print(table)
+    stdout.print(f"phase change: steps {dyn.phase_start}–{dyn.phase_end} (steepest ICL drop at "
+                 f"{dyn.phase_peak}); induction onset {dyn.induction_onset_step} "
+                 f"(L{strongest[0]}H{strongest[1]}); loss drop {dyn.loss_drop_step}; lag "
+                 f"τ = {dyn.lag_steps:+.0f} steps, R² = {dyn.lag_r2:.3f}", style="bold")
+    for p in written:
+        stdout.print(f"figure: {p}", style="dim", markup=False)
+    for note in dyn.notes:
+        stdout.print(f"note: {note}", style="dim", markup=False)

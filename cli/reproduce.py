@@ -1,0 +1,64 @@
+"""``induct reproduce EXPERIMENT``: re-run a published result (currently: ``blog``)."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import handle_errors, print_json, stderr, stdout
+
+EXPERIMENTS = ("blog",)
+
+
+@handle_errors
+def reproduce(
+    experiment: Annotated[str, typer.Argument(help="Which result: blog.")],
+    more_seeds: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
+    seeds: Annotated[Optional[list[str]], typer.Option(help="Seeds, e.g. --seeds 0 1 2 (default 0 1 2).")] = None,
+    quick: Annotated[bool, typer.Option(help="Scaled-down run: minutes on two CPU cores.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Directory for the per-seed runs (default runs/blog[-quick]).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
+) -> None:
+    """Reproduce the blog experiment: 4-layer transformer on the copying task, 3 seeds, lag fits."""
+    from induction_toolkit.errors import ConfigError
+
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment '{experiment}'; choose one of: {', '.join(EXPERIMENTS)}")
+    if more_seeds and seeds is None:
+        raise ConfigError(f"unexpected argument(s): {' '.join(more_seeds)}")
+    parsed = []
+    for raw in (seeds or []) + (more_seeds or []):
+        for part in raw.split(","):
+            try:
+                parsed.append(int(part))
+            except ValueError:
+                raise ConfigError(f"--seeds takes integers, got '{part}'") from None
+    seed_tuple = tuple(dict.fromkeys(parsed)) or (0, 1, 2)
+    out = out or Path("runs") / ("blog-quick" if quick else "blog")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file")
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from induction_toolkit.reproduce.blog import reproduce_blog
+
+    with Progress(TextColumn("[bold]seed {task.fields[seed]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TextColumn("best PM {task.fields[pm]}"),
+                  TimeRemainingColumn(), console=stderr, disable=json_out) as bar:
+        tasks = {}
+
+        def on_step(seed, p):
+            if seed not in tasks:
+                tasks[seed] = bar.add_task("", total=p.total, seed=seed, loss="-", pm="-")
+            bar.update(tasks[seed], completed=p.step, loss=f"{p.loss:.3f}",
+                       pm=f"{p.best_prefix_matching:.2f}")
+
+        result = reproduce_blog(out, seeds=seed_tuple, quick=quick, device=device, progress=on_step)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    stdout.print(result.to_table())
+    layers = sorted({s.layer for s in result.seeds})
+    stdout.print(f"strongest induction head in layer(s) {', '.join(map(str, layers))}; "
+                 f"figure: {result.figure}; {result.wall_s:.0f} s", markup=False)

@@ -1,0 +1,125 @@
+"""Figures of training dynamics (log step axis): loss with the phase change shaded, every head's
+prefix-matching score, the ICL score, and the blog reproduction over seeds."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from .figures import new_figure, png_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..dynamics import Dynamics
+
+LAYER_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def _positive(steps: np.ndarray, *ys: np.ndarray):
+    keep = steps > 0  # step 0 has no place on a log axis
+    return (steps[keep], *(y[keep] for y in ys))
+
+
+def _mark(ax, dyn: "Dynamics") -> None:
+    ax.axvspan(max(dyn.phase_start, 1), max(dyn.phase_end, 1), color="gold", alpha=0.3,
+               label="phase change")
+    ax.axvline(max(dyn.induction_onset_step, 1), color="tab:green", ls="--", lw=1,
+               label="induction onset")
+    ax.axvline(max(dyn.loss_drop_step, 1), color="tab:red", ls=":", lw=1, label="loss drop")
+
+
+def loss_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
+    fig = new_figure(6.5, 3.6)
+    ax = fig.add_subplot()
+    steps = np.array([r["step"] for r in rows], float)
+    for key, label in (("eval_loss", "eval loss"), ("loss_first_half", "first half"),
+                       ("loss_repeated_half", "repeated half"), ("train_loss", "train loss")):
+        ys = np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+        x, y = _positive(steps, ys)
+        ax.plot(x, y, label=label, lw=1.5 if key == "eval_loss" else 1)
+    _mark(ax, dyn)
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats)")
+    ax.legend(fontsize=7, ncols=2)
+    ax.set_title("Loss; phase change from the ICL-score derivative")
+    return fig
+
+
+def prefix_matching_figure(rows: list[dict[str, Any]], dyn: "Dynamics",
+                           key: str = "prefix_matching") -> "Figure":
+    fig = new_figure(6.5, 3.6)
+    ax = fig.add_subplot()
+    steps = np.array([r["step"] for r in rows], float)
+    values = np.array([r[key] for r in rows], float)  # [T, layer, head]
+    for layer in range(values.shape[1]):
+        for head in range(values.shape[2]):
+            x, y = _positive(steps, values[:, layer, head])
+            ax.plot(x, y, color=LAYER_COLORS[layer % len(LAYER_COLORS)],
+                    alpha=0.5 + 0.5 * (head == 0), lw=1, label=f"L{layer}H{head}")
+    _mark(ax, dyn)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("step")
+    ax.set_ylabel(key.replace("_", "-"))
+    ax.legend(fontsize=6, ncols=max(1, values.shape[2]), loc="upper left")
+    ax.set_title(f"Every head's {key.replace('_', '-')} score (colour = layer)")
+    return fig
+
+
+def icl_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
+    fig = new_figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    steps = np.array([r["step"] for r in rows], float)
+    for key, label, style in (("score_icl", "ICL score, repeated tokens (phase change)", "-"),
+                              ("icl_score", "ICL score, task eval batch", "--")):
+        if all(key in r for r in rows):
+            x, y = _positive(steps, np.array([r[key] for r in rows], float))
+            ax.plot(x, y, color="black", lw=1.5 if style == "-" else 1, ls=style, label=label)
+    _mark(ax, dyn)
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("late − early token loss")
+    ax.legend(fontsize=7)
+    ax.set_title("In-context-learning score")
+    return fig
+
+
+def write_dynamics_figures(rows: list[dict[str, Any]], dyn: "Dynamics",
+                           directory: str | Path) -> list[Path]:
+    directory = Path(directory)
+    out = []
+    for name, fig in (("loss.png", loss_figure(rows, dyn)),
+                      ("prefix_matching.png", prefix_matching_figure(rows, dyn)),
+                      ("previous_token.png", prefix_matching_figure(rows, dyn, "previous_token")),
+                      ("icl_score.png", icl_figure(rows, dyn))):
+        out.append(atomic_write_bytes(directory / name, png_bytes(fig)))
+    return out
+
+
+def seeds_figure(runs: list[tuple[int, list[dict[str, Any]], "Dynamics"]]) -> "Figure":
+    """Blog reproduction: per seed, loss and the strongest head's prefix-matching over training."""
+    fig = new_figure(7.5, 3.6)
+    ax = fig.add_subplot()
+    twin = ax.twinx()
+    for i, (seed, rows, dyn) in enumerate(runs):
+        color = LAYER_COLORS[i % len(LAYER_COLORS)]
+        steps = np.array([r["step"] for r in rows], float)
+        layer, head = dyn.strongest_head
+        loss = np.array([r["eval_loss"] for r in rows], float)
+        pm = np.array([r["prefix_matching"][layer][head] for r in rows], float)
+        x, l_, p_ = _positive(steps, loss, pm)
+        ax.plot(x, l_, color=color, lw=1.5, label=f"seed {seed} loss")
+        twin.plot(x, p_, color=color, lw=1, ls="--", label=f"seed {seed} L{layer}H{head} PM")
+        ax.axvline(max(dyn.induction_onset_step, 1), color=color, lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("eval loss (solid)")
+    twin.set_ylabel("prefix-matching of strongest head (dashed)")
+    twin.set_ylim(0, 1.02)
+    ax.legend(fontsize=6, loc="lower left")
+    twin.legend(fontsize=6, loc="center left")
+    ax.set_title("Copying task: loss drop vs induction score, per seed")
+    return fig
