@@ -34,7 +34,8 @@ from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
 __all__ = ["FastForward", "fast_forward", "fast_loss", "fast_loss_bf16", "fast_loss_compiled",
-           "fast_loss_compiled_bf16", "fused_logits", "fused_loss", "unsupported_reason"]
+           "fast_loss_compiled_bf16", "fused_logits", "fused_logits_from", "fused_loss", "fused_suffix_logits",
+           "resid_after_z", "unsupported_reason"]
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -114,36 +115,115 @@ def _norm(x: torch.Tensor, module: torch.nn.Module | None, eps: float) -> torch.
     return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
+def _attention(model: HookedTransformer, layer: int,
+               x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    """The residual stream after block ``layer``'s attention (and its MLP, if any)."""
+    cfg = model.cfg
+    n_batch, n_pos, d_model = x.shape
+    rows, n_heads, d_head = n_batch * n_pos, cfg.n_heads, cfg.d_head
+    block = model.blocks[layer]
+    attn = block.attn
+    norm = cfg.normalization_type is not None
+    h = _norm(x, block.ln1 if norm else None, cfg.eps).reshape(rows, d_model)
+    # [d_model, (3 head d_head)]: one projection for queries, keys and values.
+    w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2).reshape(d_model, -1)
+    b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(-1)
+    qkv = torch.addmm(b_qkv, h, w_qkv)
+    q, k, v = qkv.view(n_batch, n_pos, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                       scale=1.0 / float(attn.attn_scale))  # [b, h, p, dh]
+    return resid_after_z(model, layer, x, z.transpose(1, 2))
+
+
+def resid_after_z(model: HookedTransformer, layer: int,
+                  resid_pre: Float[torch.Tensor, "batch pos d_model"],
+                  z: Float[torch.Tensor, "batch pos head_index d_head"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    """Block ``layer``'s output residual given its input and its heads' ``z`` (``hook_z``).
+
+    Exact patching of ``hook_z`` needs nothing else from the patched layer: put the patched ``z``
+    here and continue with ``fused_logits_from(model, …, layer + 1)``.
+    """
+    cfg = model.cfg
+    n_batch, n_pos, d_model = resid_pre.shape
+    rows = n_batch * n_pos
+    block = model.blocks[layer]
+    attn = block.attn
+    z = z.reshape(rows, cfg.n_heads * cfg.d_head)
+    x = resid_pre + torch.addmm(attn.b_O, z, attn.W_O.reshape(-1, d_model)).view_as(resid_pre)
+    if not cfg.attn_only:
+        mlp = block.mlp
+        norm = cfg.normalization_type is not None
+        h = _norm(x, block.ln2 if norm else None, cfg.eps).reshape(rows, d_model)
+        h = ACTIVATIONS[cfg.act_fn](torch.addmm(mlp.b_in, h, mlp.W_in))
+        x = x + torch.addmm(mlp.b_out, h, mlp.W_out).view_as(x)
+    return x
+
+
+def fused_logits_from(model: HookedTransformer, resid: Float[torch.Tensor, "batch pos d_model"],
+                      start_at_layer: int) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
+    """Logits from the residual stream entering block ``start_at_layer`` (``hook_resid_pre``);
+    ``start_at_layer = n_layers`` applies only the final norm and the unembedding."""
+    cfg = model.cfg
+    n_batch, n_pos, d_model = resid.shape
+    x = resid
+    for layer in range(start_at_layer, cfg.n_layers):
+        x = _attention(model, layer, x)
+    norm = cfg.normalization_type is not None
+    h = _norm(x, model.ln_final if norm else None, cfg.eps).reshape(n_batch * n_pos, d_model)
+    logits = torch.addmm(model.unembed.b_U, h, model.unembed.W_U)
+    return logits.view(n_batch, n_pos, -1)
+
+
+@torch.no_grad()
+def fused_suffix_logits(model: HookedTransformer, resid: Float[torch.Tensor, "n suffix d_model"],
+                        start_at_layer: int, base_resid_pre: dict[int, torch.Tensor],
+                        start_pos: int) -> Float[torch.Tensor, "n suffix d_vocab_out"]:
+    """Logits at positions ``≥ start_pos`` of copies of a base run that differ only there.
+
+    Attention is causal, so a change at position ``p`` leaves positions ``< p`` as they were: their
+    keys and values at every later layer come from the base run's residual stream
+    (``base_resid_pre[layer]``, ``[batch, pos, d_model]``) and only the suffix is recomputed.
+    ``resid`` (``n = copies × batch`` rows, the base batch repeated) enters block
+    ``start_at_layer``. Inference only (no gradients).
+    """
+    cfg = model.cfg
+    n_rows, n_suffix, d_model = resid.shape
+    n_heads, d_head = cfg.n_heads, cfg.d_head
+    norm = cfg.normalization_type is not None
+    x = resid
+    for layer in range(start_at_layer, cfg.n_layers):
+        block = model.blocks[layer]
+        attn = block.attn
+        base = base_resid_pre[layer][:, :start_pos]
+        n_batch = base.shape[0]
+        copies = n_rows // n_batch
+        w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2).reshape(d_model, -1)
+        b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(-1)
+        h = _norm(x, block.ln1 if norm else None, cfg.eps).reshape(-1, d_model)
+        q, k, v = torch.addmm(b_qkv, h, w_qkv).view(n_rows, n_suffix, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
+        if start_pos > 0:
+            hb = _norm(base, block.ln1 if norm else None, cfg.eps).reshape(-1, d_model)
+            kv = torch.addmm(b_qkv[n_heads * d_head:], hb, w_qkv[:, n_heads * d_head:])
+            kv = kv.view(1, n_batch, start_pos, 2, n_heads, d_head).expand(copies, -1, -1, -1, -1, -1)
+            kv = kv.reshape(n_rows, start_pos, 2, n_heads, d_head).permute(2, 0, 3, 1, 4)
+            k = torch.cat([kv[0], k], dim=2)
+            v = torch.cat([kv[1], v], dim=2)
+        # query i sits at position start_pos + i and sees keys 0 … start_pos + i
+        keys = torch.arange(start_pos + n_suffix, device=x.device)
+        queries = torch.arange(start_pos, start_pos + n_suffix, device=x.device)
+        mask = keys[None, :] <= queries[:, None]
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           scale=1.0 / float(attn.attn_scale))
+        x = resid_after_z(model, layer, x, z.transpose(1, 2))
+    h = _norm(x, model.ln_final if norm else None, cfg.eps).reshape(-1, d_model)
+    return torch.addmm(model.unembed.b_U, h, model.unembed.W_U).view(n_rows, n_suffix, -1)
+
+
 def fused_logits(model: HookedTransformer,
                  tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
     """The model's logits on ``tokens`` computed without hooks (see the module docstring)."""
-    cfg = model.cfg
-    n_batch, n_pos = tokens.shape
-    rows = n_batch * n_pos
-    d_model, n_heads, d_head = cfg.d_model, cfg.n_heads, cfg.d_head
-    eps = cfg.eps
-    norm = cfg.normalization_type is not None
-    x = model.embed.W_E[tokens] + model.pos_embed.W_pos[:n_pos]  # [batch, pos, d_model]
-    for block in model.blocks:
-        attn = block.attn
-        h = _norm(x, block.ln1 if norm else None, eps).reshape(rows, d_model)
-        # [d_model, (3 head d_head)]: one projection for queries, keys and values.
-        w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2).reshape(d_model, -1)
-        b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(-1)
-        qkv = torch.addmm(b_qkv, h, w_qkv)
-        q, k, v = qkv.view(n_batch, n_pos, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           scale=1.0 / float(attn.attn_scale))  # [b, h, p, dh]
-        z = z.transpose(1, 2).reshape(rows, n_heads * d_head)
-        x = x + torch.addmm(attn.b_O, z, attn.W_O.reshape(n_heads * d_head, d_model)).view_as(x)
-        if not cfg.attn_only:
-            mlp = block.mlp
-            h = _norm(x, block.ln2 if norm else None, eps).reshape(rows, d_model)
-            h = ACTIVATIONS[cfg.act_fn](torch.addmm(mlp.b_in, h, mlp.W_in))
-            x = x + torch.addmm(mlp.b_out, h, mlp.W_out).view_as(x)
-    h = _norm(x, model.ln_final if norm else None, eps).reshape(rows, d_model)
-    logits = torch.addmm(model.unembed.b_U, h, model.unembed.W_U)
-    return logits.view(n_batch, n_pos, -1)
+    x = model.embed.W_E[tokens] + model.pos_embed.W_pos[:tokens.shape[1]]  # [batch, pos, d_model]
+    return fused_logits_from(model, x, 0)
 
 
 def fused_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:

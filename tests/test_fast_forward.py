@@ -245,3 +245,32 @@ def test_low_memory_scoring_gives_the_same_scores(tmp_path):
     r = _invoke("score", path, "--json", "--batch", 5, "--low-memory")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["data"]["chunk"] == 1
+
+
+# --- pieces the exact-patching engine reuses ----------------------------------------------
+
+@pytest.mark.parametrize("preset,overrides", [("attn-only-4l", {}), ("blog-4l", SMALL_MLP)])
+def test_partial_forwards_equal_transformer_lens_start_at_layer(preset, overrides):
+    from induction_toolkit.fast_forward import fused_suffix_logits, resid_after_z
+
+    model = _perturbed(preset_config(preset, **overrides), seed=11)
+    tokens = _tokens(model, 3, seed=2)
+    L = model.cfg.n_layers
+    with torch.no_grad():
+        want_logits, cache = model.run_with_cache(tokens)
+        resid_pre = {l: cache[f"blocks.{l}.hook_resid_pre"] for l in range(L)}
+        for layer in range(L):
+            from_layer = model(resid_pre[layer], start_at_layer=layer)
+            torch.testing.assert_close(from_layer, want_logits, rtol=0, atol=1e-5)
+            # one block from its input and its heads' z, as TL computes it
+            got = resid_after_z(model, layer, resid_pre[layer], cache[f"blocks.{layer}.attn.hook_z"])
+            if layer + 1 < L:
+                want = cache[f"blocks.{layer + 1}.hook_resid_pre"]
+            else:
+                got, want = model.unembed(model.ln_final(got)), want_logits
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        # a suffix recomputed from position p on equals the full run's logits there
+        for layer, p in ((0, 0), (1, 7), (L - 1, model.cfg.n_ctx - 3)):
+            suffix = fused_suffix_logits(model, resid_pre[layer][:, p:].repeat(2, 1, 1), layer,
+                                         resid_pre, p)
+            torch.testing.assert_close(suffix, want_logits[:, p:].repeat(2, 1, 1), rtol=0, atol=1e-5)
