@@ -35,7 +35,7 @@ from transformer_lens import HookedTransformer
 
 __all__ = ["FastForward", "fast_forward", "fast_loss", "fast_loss_bf16", "fast_loss_compiled",
            "fast_loss_compiled_bf16", "fused_logits", "fused_logits_from", "fused_loss", "fused_suffix_logits",
-           "resid_after_z", "unsupported_reason"]
+           "has_hooks", "resid_after_z", "unsupported_reason"]
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -233,7 +233,8 @@ def fused_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"])
                            tokens[:, 1:].reshape(-1))
 
 
-def _has_hooks(model: HookedTransformer) -> bool:
+def has_hooks(model: HookedTransformer) -> bool:
+    """Whether any hook point of ``model`` has a forward or backward hook attached."""
     return any(hp._forward_hooks or hp._backward_hooks for hp in model.hook_dict.values())
 
 
@@ -274,13 +275,13 @@ class FastForward:
 
     def loss(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
         with self._autocast():
-            if self.reason is not None or _has_hooks(self.model):
+            if self.reason is not None or has_hooks(self.model):
                 return self.model(tokens, return_type="loss").float()
             return self._plan.loss(self.model, tokens)
 
     def logits(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
         with self._autocast():
-            if self.reason is not None or _has_hooks(self.model):
+            if self.reason is not None or has_hooks(self.model):
                 return self.model(tokens, return_type="logits")
             return self._plan.logits(self.model, tokens)
 
