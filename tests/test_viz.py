@@ -265,6 +265,63 @@ def test_report_renders_in_headless_chromium(planted_report, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from induction_toolkit.training import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(TrainConfig(preset="attn-only-1l", steps=6, eval_every=2, batch_size=4, device="cpu"),
+          run, handle_signals=False)
+    return run
+
+
+def test_dynamics_views_of_a_run(tiny_run):
+    from induction_toolkit import viz
+
+    views = viz.dynamics(tiny_run)
+    assert [v.title for v in views] == ["Loss", "Prefix-matching per head",
+                                       "Previous-token score per head", "ICL score"]
+    doc = views._repr_html_()
+    assert doc.count('src="data:image/png;base64,') == 4 and external_refs(doc) == []
+
+
+def test_report_of_a_run_directory_has_dynamics_and_a_file_report_says_why_not(tiny_run,
+                                                                                planted_report):
+    from induction_toolkit.viz.report import build_report
+
+    report = build_report(tiny_run, device="cpu", options=_small_options())
+    assert report.to_dict()["sections"] == ["model", "scores", "attention", "causal", "weights",
+                                           "dynamics"]
+    assert report.meta["step"] == 6  # the run's last checkpoint
+    doc = report.to_html()
+    dyn = doc[doc.index('<section id="dynamics">'):]
+    assert dyn[:dyn.index("</section>")].count('src="data:image/png;base64,') == 4
+    assert external_refs(doc) == []
+    data, _ = planted_report
+    assert "training run" in data["omitted"]["dynamics"]
+
+
+def test_report_of_the_trained_model_agrees_with_its_scores(trained_2l):
+    """Science: the heads a trained 2-layer model's report shows are the ones its scores and its
+    training dynamics single out: induction heads in layer 1, fed by a layer-0 previous-token head
+    (three computations: the fixture's scores, the report's ranking, the run's dynamics)."""
+    from induction_toolkit.scores import head_label
+    from induction_toolkit.viz.report import ReportOptions, build_report
+
+    report = build_report(trained_2l.run_dir, device="cpu", options=ReportOptions(batch=32))
+    induction = {head_label(l, h) for l, h, _ in trained_2l.scores.induction_heads()}
+    attention = next(s for s in report.sections if s.key == "attention")
+    induction_view, previous_view = attention.parts
+    assert induction_view.info["heads"][0] in induction
+    assert induction_view.info["heads"][0].startswith("L1")
+    assert head_label(*trained_2l.previous_token_head) in previous_view.info["heads"]
+    doc = report.to_html()
+    dyn = _section(doc, "dynamics")
+    strongest = re.search(r"<th>strongest induction head</th><td>(L\dH\d)</td>", dyn).group(1)
+    assert strongest in induction
+    assert dyn.count('src="data:image/png;base64,') == 4
+
+
 def _small_options():
     from induction_toolkit.viz.report import ReportOptions
 

@@ -57,5 +57,24 @@ class Views(list):
         return self._repr_html_()
 
 
-__all__ = ["Views", "blocks", "CircuitsView", "FigureView", "attention", "circuitsvis_bundle", "scores",
+def dynamics(run_dir: Any, *, sigma: float = 1.0) -> Views:
+    """Training dynamics of a run directory: loss, every head's prefix-matching and
+    previous-token scores, and the ICL score over steps, with the phase change shaded."""
+    from ..dynamics import analyse
+    from ..training import read_metrics, read_run_config
+    from .dynamics_figures import icl_figure, loss_figure, prefix_matching_figure
+
+    read_run_config(run_dir)
+    rows = read_metrics(run_dir)
+    dyn = analyse(rows, sigma=sigma)
+    return Views([
+        FigureView(loss_figure(rows, dyn), title="Loss"),
+        FigureView(prefix_matching_figure(rows, dyn), title="Prefix-matching per head"),
+        FigureView(prefix_matching_figure(rows, dyn, "previous_token"),
+                   title="Previous-token score per head"),
+        FigureView(icl_figure(rows, dyn), title="ICL score"),
+    ])
+
+
+__all__ = ["Views", "blocks", "dynamics", "CircuitsView", "FigureView", "attention", "circuitsvis_bundle", "scores",
            "scores_figure", "select_heads"]

@@ -270,6 +270,37 @@ def causal_section(ctx: ReportContext) -> ReportSection:
     return ReportSection("causal", "Causal evidence: ablation and patching", parts)
 
 
+def dynamics_section(ctx: ReportContext) -> ReportSection:
+    if ctx.run_dir is None:
+        raise SectionSkipped("the report is of a checkpoint file, not a training run directory")
+    from ..dynamics import analyse
+    from ..training import read_metrics
+    from . import dynamics as dynamics_views
+
+    rows = read_metrics(ctx.run_dir)
+    try:
+        dyn = analyse(rows)
+    except InductionToolkitError as exc:  # too few evaluations: say so instead of failing
+        raise SectionSkipped(str(exc)) from None
+    d = dyn.to_dict()
+    pc = d["phase_change"]
+    info = {
+        "evaluations": d["n_evals"],
+        "phase change (ICL-score derivative)": f"steps {pc['start_step']}–{pc['end_step']}, "
+                                               f"steepest at {pc['steepest_step']}",
+        "strongest induction head": d["strongest_head"]["label"],
+        "induction onset (half its final score)": d["induction_onset_step"],
+        "loss drop (repeated half, midpoint)": d["loss_drop_step"],
+        "lag τ of loss behind score (blog fit)": f"{d['lag']['steps']:+.0f} steps, "
+                                                 f"R² {d['lag']['r2']:.3f}",
+    }
+    ctx.notes.extend(f"dynamics: {n}" for n in d["notes"])
+    intro = ("From the run's metrics.jsonl (log step axis). Olsson et al.: induction heads form "
+             "inside the phase change, where the in-context-learning score falls fastest.")
+    return ReportSection("dynamics", "Training dynamics",
+                         [_kv_table(info), *dynamics_views(ctx.run_dir)], intro=intro)
+
+
 class SectionSkipped(Exception):
     """A section does not apply to this model; the message says why (listed in the report)."""
 
@@ -281,6 +312,7 @@ SECTIONS: list[tuple[str, SectionBuilder]] = [
     ("attention", attention_section),
     ("causal", causal_section),
     ("weights", weights_section),
+    ("dynamics", dynamics_section),
 ]
 
 
