@@ -69,12 +69,16 @@ def patch_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int[tor
         return run_patched(model, base, src.z, masks, [metric], max_rows=max_rows,
                            progress=progress)[:, 0].cpu()
 
-    patched = run(head_masks(L, n_pos, H)).reshape(L, H)
+    patched = _fused_by_head(model, base, src, metric, progress)
+    if patched is None:
+        patched = run(head_masks(L, n_pos, H)).reshape(L, H)
     effects = normalised_effect(patched, clean_value, corrupted_value, direction)
     position_effects = None
     if by_position:
-        by_pos = torch.stack([run(head_masks(L, n_pos, H, by_position=True, layer=l))
-                              for l in range(L)]).reshape(L, n_pos, H)
+        by_pos = _fused_by_position(model, base, src, metric, progress)
+        if by_pos is None:
+            by_pos = torch.stack([run(head_masks(L, n_pos, H, by_position=True, layer=l))
+                                  for l in range(L)]).reshape(L, n_pos, H)
         position_effects = normalised_effect(by_pos, clean_value, corrupted_value, direction)
     return PatchingResult(
         metric=metric_name or getattr(metric, "name", "metric"), method="exact", direction=direction,
@@ -82,6 +86,80 @@ def patch_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int[tor
         effects=effects, position_effects=position_effects,
         tokens=clean[0].tolist() if by_position else None,
         notes=gap_notes(clean_value, corrupted_value))
+
+
+def _fusable(model, base) -> bool:
+    from ..fast_forward import has_hooks, unsupported_reason
+
+    return (unsupported_reason(model) is None and not has_hooks(model)
+            and len(base.resid_pre) == model.cfg.n_layers)
+
+
+@torch.no_grad()
+def _fused_by_head(model, base, src, metric: SequenceMetric,
+                   progress: Callable[[int], None] | None) -> torch.Tensor | None:
+    """Every head patched at all positions through the fused forward (``None``: not applicable).
+
+    Only the patched head's output changes in its own layer, so the ``H`` copies of a layer start
+    from the base residual entering it with the patched ``z`` and continue from the next layer.
+    """
+    from ..fast_forward import fused_logits_from, resid_after_z
+
+    if not _fusable(model, base):
+        return None
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    B, n_pos = base.tokens.shape
+    device = base.logits.device
+    one_head = torch.eye(H, dtype=torch.bool, device=device)
+    out = torch.empty(L, H)
+    for layer in range(L):
+        z = torch.where(one_head[:, None, None, :, None], src.z[layer].to(device)[None],
+                        base.z[layer][None])  # [copy, batch, pos, head, d_head]
+        x = resid_after_z(model, layer, base.resid_pre[layer].repeat(H, 1, 1),
+                          z.reshape(H * B, n_pos, H, -1))
+        logits = fused_logits_from(model, x, layer + 1).view(H, B, n_pos, -1)
+        out[layer] = metric(logits.to(base.logits.dtype)).float().mean(-1).cpu()
+        if progress is not None:
+            progress(H)
+    return out
+
+
+@torch.no_grad()
+def _fused_by_position(model, base, src, metric: SequenceMetric,
+                       progress: Callable[[int], None] | None) -> torch.Tensor | None:
+    """Every (layer, position, head) patch through the fused forward; ``None`` where it does not apply.
+
+    Patching head ``h``'s ``z`` at position ``p`` of layer ``l`` changes nothing before ``p``
+    (causal attention) and nothing in layer ``l`` but that head's output. So the ``H`` copies of
+    one (layer, position) start from the base run's residual entering layer ``l``, recompute only
+    positions ``≥ p`` (earlier keys and values come from the base run), and take the logits before
+    ``p`` from the base run. Same numbers as the generic engine (checked in tests), far fewer FLOPs.
+    """
+    from ..fast_forward import fused_suffix_logits, resid_after_z
+
+    if not _fusable(model, base):
+        return None
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    B, n_pos = base.tokens.shape
+    device = base.logits.device
+    one_head = torch.eye(H, dtype=torch.bool, device=device)  # copy c patches head c
+    out = torch.empty(L, n_pos, H)
+    for layer in range(L):
+        src_z, base_z = src.z[layer].to(device), base.z[layer]
+        for p in range(n_pos):
+            n = n_pos - p
+            mask = torch.zeros(H, n, H, dtype=torch.bool, device=device)
+            mask[:, 0] = one_head
+            z = torch.where(mask[:, None, :, :, None], src_z[None, :, p:], base_z[None, :, p:])
+            x = resid_after_z(model, layer, base.resid_pre[layer][:, p:].repeat(H, 1, 1),
+                              z.reshape(H * B, n, H, -1))
+            suffix = fused_suffix_logits(model, x, layer + 1, base.resid_pre, p)
+            logits = torch.cat([base.logits[:, :p].expand(H, -1, -1, -1),
+                                suffix.view(H, B, n, -1).to(base.logits.dtype)], dim=2)
+            out[layer, p] = metric(logits).float().mean(-1).cpu()
+            if progress is not None:
+                progress(H)
+    return out
 
 
 def n_patch_copies(model, n_pos: int, by_position: bool) -> int:
