@@ -153,7 +153,7 @@ def _flops_per_step(result, batch_size: int) -> float:
 
 def bench_blog(ctx: dict) -> dict:
     device, quick = ctx["device"], ctx["quick"]
-    steps, skip, repeats = (8, 2, 3) if quick else (20, 4, 3)
+    steps, skip, repeats = (5, 1, 3) if quick else (20, 4, 3)
     cfg = dict(preset="blog-4l", task="copying", batch_size=32, seed=0)
     rates: dict[str, list[float]] = {"hooked": [], "fast": [], "fast-bf16": []}
     flops = None
