@@ -9,6 +9,7 @@ the end of the current step and then re-raise the signal.
 import json
 import math
 import os
+import random
 import signal
 import threading
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
@@ -201,6 +203,11 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, *,
     elif resume:
         # Killed before its first checkpoint: start over in the same directory.
         _prepare_run_dir(run_dir, config, fresh=True)
+    if state is None:
+        # Dropout draws from the global streams: seed them so a run depends on its seed alone.
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
     if run_dir is not None:
         (run_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
 
