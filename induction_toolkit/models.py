@@ -9,7 +9,7 @@ that one warning is silenced here and nowhere else.
 import dataclasses
 import json
 import warnings
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,15 +18,14 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from .errors import ConfigError
 
 
-def _attn_only(n_layers: int, *, d_model: int, n_heads: int, d_vocab: int = 64,
-               n_ctx: int = 64) -> HookedTransformerConfig:
-    return HookedTransformerConfig(
+def _attn_only(n_layers: int, *, d_model: int, n_heads: int) -> dict[str, Any]:
+    return dict(
         n_layers=n_layers,
         d_model=d_model,
         n_heads=n_heads,
         d_head=d_model // n_heads,
-        n_ctx=n_ctx,
-        d_vocab=d_vocab,
+        n_ctx=64,
+        d_vocab=64,
         attn_only=True,
         normalization_type="LN",
         positional_embedding_type="standard",
@@ -35,29 +34,20 @@ def _attn_only(n_layers: int, *, d_model: int, n_heads: int, d_vocab: int = 64,
     )
 
 
-def _blog_4l() -> HookedTransformerConfig:
-    # seeds/000_blog_emergence_small_transformers.txt: Transformer(layers=4, d_model=256, heads=4),
-    # copying task at sequence length 64.
-    return HookedTransformerConfig(
-        n_layers=4,
-        d_model=256,
-        n_heads=4,
-        d_head=64,
-        d_mlp=1024,
-        n_ctx=64,
-        d_vocab=64,
-        act_fn="gelu",
-        normalization_type="LN",
-        positional_embedding_type="standard",
+# Presets are constructor arguments, not built configs: HookedTransformerConfig derives fields
+# (attn_scale from d_head, d_vocab_out from d_vocab, initializer_range from d_model) when it is
+# built, so overrides must go in before that or the derived fields go stale.
+PRESETS: dict[str, dict[str, Any]] = {
+    "attn-only-1l": _attn_only(1, d_model=64, n_heads=4),
+    "attn-only-2l": _attn_only(2, d_model=64, n_heads=4),
+    "attn-only-4l": _attn_only(4, d_model=128, n_heads=8),
+    # seeds/000_blog_emergence_small_transformers.txt: Transformer(layers=4, d_model=256,
+    # heads=4), copying task at sequence length 64.
+    "blog-4l": dict(
+        n_layers=4, d_model=256, n_heads=4, d_head=64, d_mlp=1024, n_ctx=64, d_vocab=64,
+        act_fn="gelu", normalization_type="LN", positional_embedding_type="standard",
         model_name="blog-4l",
-    )
-
-
-PRESETS: dict[str, Callable[[], HookedTransformerConfig]] = {
-    "attn-only-1l": lambda: _attn_only(1, d_model=64, n_heads=4),
-    "attn-only-2l": lambda: _attn_only(2, d_model=64, n_heads=4),
-    "attn-only-4l": lambda: _attn_only(4, d_model=128, n_heads=8),
-    "blog-4l": _blog_4l,
+    ),
 }
 
 
@@ -65,10 +55,10 @@ def preset_config(name: str, **overrides: Any) -> HookedTransformerConfig:
     """The ``HookedTransformerConfig`` of a named preset, with optional field overrides."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
-    cfg = PRESETS[name]()
-    if overrides:
-        cfg = config_from_dict({**config_to_dict(cfg), **overrides})
-    return cfg
+    kwargs = {**PRESETS[name], **overrides}
+    if "d_head" not in overrides and ("d_model" in overrides or "n_heads" in overrides):
+        kwargs["d_head"] = kwargs["d_model"] // kwargs["n_heads"]
+    return config_from_dict(kwargs)
 
 
 def default_device() -> str:

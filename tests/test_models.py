@@ -58,3 +58,10 @@ def test_config_from_dict_rejects_garbage():
         config_from_dict([1, 2])
     with pytest.raises(ConfigError, match="dtype"):
         config_from_dict({**config_to_dict(preset_config("attn-only-1l")), "dtype": "float99"})
+
+
+def test_overrides_rederive_dependent_fields():
+    cfg = preset_config("attn-only-2l", d_vocab=300, d_model=96)
+    assert cfg.d_vocab_out == 300  # not the preset's 64
+    assert cfg.d_head == 96 // 4 and cfg.attn_scale == pytest.approx((96 // 4) ** 0.5)
+    assert cfg.initializer_range == pytest.approx(0.8 / 96 ** 0.5)
