@@ -251,9 +251,16 @@ def test_ablating_trained_induction_heads_brings_loss_toward_first_half(trained_
     result = ablate_heads(model, pair.clean[:32], task, method="mean", heads=induction, joint=True)
     base, first = result.baseline_loss, result.baseline_first_half_loss
     assert first - base > 1.0  # the model does use the earlier copy
-    # the top induction head matters most among its layer; alone it moves the loss up clearly
-    others = [r["delta_loss"] for r in result.heads if (r["layer"], r["head"]) != ind]
-    assert result.row(*ind)["delta_loss"] > max(others) and result.row(*ind)["delta_loss"] > 0.5
+    # Alone, the top induction head moves the loss up clearly, and the head whose ablation hurts
+    # most is one the scores name (induction or previous-token). The trained model grows several
+    # near-redundant induction heads, so which of them hurts most alone is not a stable fact.
+    single = ablate_heads(model, pair.clean[:32], task, method="mean")
+    worst = max(single.heads, key=lambda r: r["delta_loss"])
+    assert (worst["layer"], worst["head"]) in set(induction) | {trained_2l.previous_token_head}
+    assert single.row(*ind)["delta_loss"] > 0.5
+    bystanders = [r["delta_loss"] for r in single.heads
+                  if (r["layer"], r["head"]) not in set(induction) | {trained_2l.previous_token_head}]
+    assert max(bystanders, default=0.0) < single.row(*ind)["delta_loss"]
     # together the induction heads carry nearly all the in-context gain; the control is untouched
     assert result.joint["loss"] - base > 0.8 * (first - base)
     assert abs(result.joint["first_half_delta_loss"]) < 0.1
