@@ -44,3 +44,14 @@ def print_json(data: dict) -> None:
     """One JSON document on stdout; refuses NaN/inf, which JSON cannot carry."""
     sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def check_scoring_options(seq_len: int, repeats: int, batch: int) -> None:
+    """The repeated-token options every scoring command takes: one rule, one message."""
+    from induction_toolkit.errors import ConfigError
+
+    for name, value in (("--seq-len", seq_len), ("--batch", batch)):
+        if value < 1:
+            raise ConfigError(f"{name} must be ≥ 1, got {value}")
+    if repeats < 2:
+        raise ConfigError(f"--repeats must be ≥ 2, got {repeats}")

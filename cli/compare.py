@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import handle_errors, print_json, stderr, stdout
+from ._common import check_scoring_options, handle_errors, print_json, stderr, stdout
 
 
 @handle_errors
@@ -26,11 +26,7 @@ def compare(
     from induction_toolkit.errors import ConfigError
     from induction_toolkit.pretrained import parse_dtype
 
-    for name, value in (("--seq-len", seq_len), ("--batch", batch)):
-        if value < 1:
-            raise ConfigError(f"{name} must be ≥ 1, got {value}")
-    if repeats < 2:
-        raise ConfigError(f"--repeats must be ≥ 2, got {repeats}")
+    check_scoring_options(seq_len, repeats, batch)
     if dtype is not None:
         parse_dtype(dtype)
     if not no_figure and out.suffix.lower() not in (".png", ".pdf", ".svg"):

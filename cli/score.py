@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import handle_errors, print_json, stdout
+from ._common import check_scoring_options, handle_errors, print_json, stdout
 
 
 @handle_errors
@@ -24,16 +24,11 @@ def score(
 ) -> None:
     """Score every attention head: previous-token, prefix-matching, duplicate, copying, OV eigen."""
     from induction_toolkit.checkpoints import load_model
-    from induction_toolkit.errors import ConfigError
     from induction_toolkit.models import config_summary
     from induction_toolkit.batching import score_fitting
     from induction_toolkit.scores import scoring_task
 
-    for name, value in (("--seq-len", seq_len), ("--batch", batch)):
-        if value < 1:
-            raise ConfigError(f"{name} must be ≥ 1, got {value}")
-    if repeats < 2:
-        raise ConfigError(f"--repeats must be ≥ 2, got {repeats}")
+    check_scoring_options(seq_len, repeats, batch)
     loaded = load_model(path, config=config, device=device, step=step, dtype=dtype)
     task, notes = scoring_task(loaded.model, seq_len=seq_len, repeats=repeats,
                                bos_token_id=loaded.bos_token_id,

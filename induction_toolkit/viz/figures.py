@@ -103,11 +103,7 @@ def scores_figure(scores: "HeadScores", kinds: tuple[str, ...] | None = None) ->
         signed = kind in ("copying", "ov_eigen")
         im = ax.imshow(values, cmap="RdBu" if signed else "Blues",
                        vmin=-1 if signed else 0, vmax=1, aspect="auto")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        ax.set_xticks(range(n_heads))
-        ax.set_yticks(range(n_layers))
+        _layer_head_axes(ax, name, n_layers, n_heads)
         if n_layers * n_heads <= 64:
             for (l, h), v in _cells(values):
                 dark = abs(v) > 0.6
@@ -117,6 +113,14 @@ def scores_figure(scores: "HeadScores", kinds: tuple[str, ...] | None = None) ->
     return FigureView(fig, title="Score heatmaps",
                       caption="Layer × head. Induction heads: high prefix-matching and positive "
                               "copying / OV eigen; previous-token heads: high previous-token.")
+
+
+def _layer_head_axes(ax, title: str, n_layers: int, n_heads: int) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(n_heads))
+    ax.set_yticks(range(n_layers))
 
 
 def _cells(values):
@@ -138,11 +142,7 @@ def head_heatmaps(panels: list[tuple[str, Any]], *, title: str | None = None,
         lim = float(abs(v).max()) or 1.0
         im = ax.imshow(v, cmap="RdBu_r" if signed else "Blues", vmin=-lim if signed else 0,
                        vmax=lim, aspect="auto")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        ax.set_xticks(range(n_heads))
-        ax.set_yticks(range(n_layers))
+        _layer_head_axes(ax, name, n_layers, n_heads)
         if n_layers * n_heads <= 64:
             for (l, h), x in _cells(v):
                 ax.text(h, l, f"{x:+.2f}", ha="center", va="center", fontsize=7,
