@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from .atomic import atomic_write_bytes
-from .scores import HeadScores, _finite, head_label
+from .scores import HeadScores, finite, head_label
 
 DEFAULT_FIGURE = "compare.png"
 TOP_K = 3
@@ -36,16 +36,16 @@ class ModelComparison:
 
     @property
     def max_prefix_matching(self) -> float:
-        return _finite(float(self.scores.prefix_matching.max()))  # JSON carries no NaN
+        return finite(float(self.scores.prefix_matching.max()))  # JSON carries no NaN
 
     def top_heads(self, k: int = TOP_K) -> list[dict[str, Any]]:
         """The ``k`` heads with the highest prefix-matching score, best first."""
         out = []
         for layer, head, value in self.scores.top_heads("prefix_matching", k=k):
             out.append({"layer": layer, "head": head, "label": head_label(layer, head),
-                        "score": _finite(value),
-                        "previous_token": _finite(float(self.scores.previous_token[layer, head])),
-                        "copying": _finite(float(self.scores.copying[layer, head]))})
+                        "score": finite(value),
+                        "previous_token": finite(float(self.scores.previous_token[layer, head])),
+                        "copying": finite(float(self.scores.copying[layer, head]))})
         return out
 
     def to_dict(self) -> dict[str, Any]:

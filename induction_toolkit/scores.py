@@ -191,12 +191,8 @@ class HeadScores:
     def top_heads(self, kind: str, threshold: float | None = None,
                   k: int | None = None) -> list[tuple[int, int, float]]:
         """Heads sorted by ``kind`` (best first), optionally only those ≥ ``threshold``."""
-        s = self.kind(kind)
-        order = s.flatten().argsort(descending=True).tolist()
         out = []
-        for idx in order:
-            layer, head = divmod(idx, self.n_heads)
-            value = float(s[layer, head])
+        for layer, head, value in rank_heads(self.kind(kind)):
             if threshold is not None and value < threshold:
                 break
             out.append((layer, head, value))
@@ -221,19 +217,19 @@ class HeadScores:
                 row: dict[str, Any] = {"layer": layer, "head": head,
                                        "label": head_label(layer, head)}
                 for kind in HEAD_KINDS:
-                    row[kind] = _finite(float(self.kind(kind)[layer, head]))
+                    row[kind] = finite(float(self.kind(kind)[layer, head]))
                 rows.append(row)
         return rows
 
     def to_dict(self) -> dict[str, Any]:
         def listed(heads):
-            return [{"layer": l, "head": h, "label": head_label(l, h), "score": _finite(v)}
+            return [{"layer": l, "head": h, "label": head_label(l, h), "score": finite(v)}
                     for l, h, v in heads]
         return {
             "heads": self.heads_list(),
             "induction_heads": listed(self.induction_heads()),
             "previous_token_heads": listed(self.previous_token_heads()),
-            "icl_score": _finite(self.icl_score),
+            "icl_score": finite(self.icl_score),
             "icl_positions": {"early": self.icl_early, "late": self.icl_late},
             "thresholds": {"prefix_matching": INDUCTION_THRESHOLD,
                            "previous_token": PREVIOUS_TOKEN_THRESHOLD},
@@ -261,8 +257,17 @@ class HeadScores:
         return table
 
 
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0
+def finite(x: Any) -> float:
+    """``x`` as a float, with NaN and ±inf as 0: JSON has no NaN, so results never carry one."""
+    value = float(x)
+    return value if math.isfinite(value) else 0.0
+
+
+def rank_heads(values: Float[torch.Tensor, "layer head"]) -> list[tuple[int, int, float]]:
+    """``(layer, head, value)`` for every head, largest value first."""
+    flat = values.flatten()
+    return [(*divmod(i, values.shape[1]), float(flat[i]))
+            for i in flat.argsort(descending=True).tolist()]
 
 
 # --- scoring a model --------------------------------------------------------------------------

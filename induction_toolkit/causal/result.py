@@ -1,13 +1,12 @@
 """What patching returns: per-head (and per-position) normalised effects, as JSON and a table."""
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 
-from ..scores import head_label
+from ..scores import finite, head_label, rank_heads
 
 Direction = Literal["denoising", "noising"]
 DIRECTIONS: tuple[str, ...] = ("denoising", "noising")
@@ -37,10 +36,6 @@ def gap_notes(clean: float, corrupted: float) -> list[str]:
     return []
 
 
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0
-
-
 @dataclass
 class PatchingResult:
     """Every head's effect on the metric when its output is patched (all positions, or per position)."""
@@ -67,25 +62,24 @@ class PatchingResult:
 
     def ranking(self) -> list[tuple[int, int, float]]:
         """Heads by effect, largest first."""
-        order = self.effects.flatten().argsort(descending=True).tolist()
-        return [(*divmod(i, self.n_heads), float(self.effects.flatten()[i])) for i in order]
+        return rank_heads(self.effects)
 
     def to_dict(self) -> dict[str, Any]:
         heads = [{"layer": l, "head": h, "label": head_label(l, h),
-                  "effect": _finite(float(self.effects[l, h])),
-                  "patched_metric": _finite(float(self.patched[l, h]))}
+                  "effect": finite(float(self.effects[l, h])),
+                  "patched_metric": finite(float(self.patched[l, h]))}
                  for l in range(self.n_layers) for h in range(self.n_heads)]
         out: dict[str, Any] = {
             "metric": self.metric, "method": self.method, "direction": self.direction,
-            "clean_metric": _finite(self.clean_metric),
-            "corrupted_metric": _finite(self.corrupted_metric),
+            "clean_metric": finite(self.clean_metric),
+            "corrupted_metric": finite(self.corrupted_metric),
             "heads": heads,
             "ranking": [head_label(l, h) for l, h, _ in self.ranking()],
         }
         if self.position_effects is not None:
             pe = self.position_effects
             out["positions"] = [{"layer": l, "head": h, "label": head_label(l, h),
-                                 "effects": [_finite(float(x)) for x in pe[l, :, h]]}
+                                 "effects": [finite(float(x)) for x in pe[l, :, h]]}
                                 for l in range(self.n_layers) for h in range(self.n_heads)]
             if self.tokens is not None:
                 out["tokens"] = list(self.tokens)

@@ -15,7 +15,7 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from ..errors import InductionToolkitError
-from ..scores import head_label, ov_eigen_scores
+from ..scores import finite, head_label, ov_eigen_scores
 from . import circuits
 from .composition import BASELINE_SAMPLES, MODES, composition_scores, random_baseline
 
@@ -117,8 +117,8 @@ class WeightAnalysis:
         for l, h in self.heads():
             rows.append({
                 "layer": l, "head": h, "label": head_label(l, h),
-                "subdiagonal": None if self.subdiagonal is None else _finite(self.subdiagonal[l, h]),
-                "ov_eigen": _finite(self.ov_eigen[l, h]),
+                "subdiagonal": None if self.subdiagonal is None else finite(self.subdiagonal[l, h]),
+                "ov_eigen": finite(self.ov_eigen[l, h]),
                 **{f"{m.lower()}_partner": partners[m][(l, h)] for m in MODES},
                 "virtual_k": self.virtual_k.get((l, h), []),
             })
@@ -173,11 +173,6 @@ def _fmt_partner(p: dict[str, Any] | None) -> str:
         return "—"
     arrow = "←" if p["direction"] == "from" else "→"
     return f"{arrow} {p['label']} {p['score']:+.3f}"
-
-
-def _finite(x: Any) -> float:
-    value = float(x)
-    return value if value == value and abs(value) != float("inf") else 0.0
 
 
 def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_TOKENS,
