@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load_bytes
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save_bytes
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -221,12 +221,13 @@ def _load_file(p: Path, overrides: dict, device: str | None) -> LoadedModel:
 
 
 def _load_safetensors(p: Path, overrides: dict, device: str | None) -> LoadedModel:
-    data = p.read_bytes()
+    # Only the header is read here; the tensors come straight from the file (no bytes copy).
     try:
-        (header_len,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8: 8 + header_len])
-        tensors = st_load_bytes(data)
-    except (SafetensorError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        with open(p, "rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(header_len))
+        tensors = st_load_file(p)
+    except (SafetensorError, ValueError, struct.error, UnicodeDecodeError, OSError) as exc:
         raise CheckpointError(f"{p} is a damaged or truncated safetensors file ({_first_line(exc)});"
                               " re-save it or pick another checkpoint") from None
     meta = header.get("__metadata__") or {}
@@ -302,7 +303,13 @@ def _config_with(cfg_dict: dict, overrides: dict) -> HookedTransformerConfig:
 def _instantiate(cfg: HookedTransformerConfig, state_dict: dict[str, torch.Tensor],
                  device: str | None, where: str) -> HookedTransformer:
     state_dict = {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
-    model = build_model(cfg, device="cpu")
+    # Every parameter comes from the file: skip drawing random weights (its allocation is never
+    # touched, so it costs no memory), then adopt the file's tensors instead of copying them.
+    init_weights, cfg.init_weights = cfg.init_weights, False
+    try:
+        model = build_model(cfg, device="cpu")
+    finally:
+        cfg.init_weights = init_weights
     expected = model.state_dict()
     unexpected = sorted(set(state_dict) - set(expected))
     missing = sorted(k for k in set(expected) - set(state_dict) if not _DERIVED_BUFFERS.search(k))
@@ -323,7 +330,7 @@ def _instantiate(cfg: HookedTransformerConfig, state_dict: dict[str, torch.Tenso
         if not (v.is_floating_point() or v.dtype == expected[k].dtype):
             raise CheckpointError(f"{where}: tensor '{k}' has dtype {v.dtype}, expected floats")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()},
-                          strict=False)
+                          strict=False, assign=True)
     dev = device or _auto_device()
     return model.to(dev, print_details=False) if dev != "cpu" else model
 

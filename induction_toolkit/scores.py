@@ -115,6 +115,9 @@ def _norm_weight(model: HookedTransformer, name: str) -> torch.Tensor | None:
     return w.detach() if isinstance(w, torch.Tensor) else None
 
 
+_VOCAB_BLOCK = 4096  # vocabulary rows per float64 block in ov_eigen_scores
+
+
 def ov_eigen_scores(model: HookedTransformer) -> tuple[Float[torch.Tensor, "layer head"], list[str]]:
     """``Σλ / Σ|λ|`` of each head's full OV circuit ``W_E W_V W_O W_U``, LayerNorm folded in.
 
@@ -124,19 +127,24 @@ def ov_eigen_scores(model: HookedTransformer) -> tuple[Float[torch.Tensor, "laye
     cfg = model.cfg
     notes: list[str] = []
     centred = cfg.normalization_type in ("LN", "LNPre")
-    W_E = model.W_E.detach().double()
-    W_U = model.W_U.detach().double()
+    W_E, W_U = model.W_E.detach(), model.W_U.detach()
     n_shared = min(W_E.shape[0], W_U.shape[1])
     if W_E.shape[0] != W_U.shape[1]:
         notes.append(f"d_vocab ({W_E.shape[0]}) ≠ d_vocab_out ({W_U.shape[1]}): OV eigen scores "
                      f"use the {n_shared} shared token ids")
-    W_E, W_U = W_E[:n_shared], W_U[:, :n_shared]
-    if centred:  # LayerNorm removes the mean of the residual stream before anything reads it
-        W_E = W_E - W_E.mean(-1, keepdim=True)
     lnf = _norm_weight(model, "ln_final")
-    if lnf is not None:
-        W_U = lnf.double()[:, None] * W_U
-    UE = W_U @ W_E  # [d_model, d_model]
+    # U·E in float64, a block of the vocabulary at a time: whole float64 copies of the
+    # embedding and unembedding would cost 4× the model's embedding (1.2 GB on GPT-2).
+    UE = torch.zeros(W_U.shape[0], W_E.shape[1], dtype=torch.float64, device=W_E.device)
+    for start in range(0, n_shared, _VOCAB_BLOCK):
+        stop = min(start + _VOCAB_BLOCK, n_shared)
+        e = W_E[start:stop].double()
+        if centred:  # LayerNorm removes the mean of the residual stream before anything reads it
+            e = e - e.mean(-1, keepdim=True)
+        u = W_U[:, start:stop].double()
+        if lnf is not None:
+            u = lnf.double()[:, None] * u
+        UE += u @ e  # [d_model, d_model]
     scores = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
     for layer in range(cfg.n_layers):
         W_V = model.blocks[layer].attn.W_V.detach().double()
