@@ -13,11 +13,11 @@ import time
 
 import torch
 
-from induction_toolkit.models import build_model, preset_config
 from induction_toolkit.reproduce.blog import FULL
 from induction_toolkit.tasks import make_task
 from induction_toolkit.training.evaluate import Evaluator
-from induction_toolkit.training.step import hooked_loss
+from induction_toolkit.training.loop import build_run_model, make_optimizer
+from induction_toolkit.training.step import get_loss_fn
 
 
 def main() -> None:
@@ -28,8 +28,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     task = make_task("copying", d_vocab=64, seq_len=64)
-    model = build_model(preset_config(FULL.preset), seed=0, device=args.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=FULL.lr, weight_decay=FULL.weight_decay)
+    model = build_run_model(FULL, task, args.device)
+    opt = make_optimizer(model, FULL)
+    loss_fn = get_loss_fn(FULL.loss_fn)
     g = torch.Generator().manual_seed(0)
     blocks, block = [], 20
 
@@ -41,7 +42,7 @@ def main() -> None:
         if i % block == 0:
             sync()
             t0 = time.perf_counter()
-        loss = hooked_loss(model, task.sample(FULL.batch_size, g).to(args.device))
+        loss = loss_fn(model, task.sample(FULL.batch_size, g).to(args.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

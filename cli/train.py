@@ -42,6 +42,7 @@ def train(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Linear checkpoint spacing (default steps/10).")] = None,
     log_checkpoints: Annotated[int, typer.Option(help="Extra log-spaced checkpoints (dense early).")] = 20,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    embed_init_std: Annotated[Optional[float], typer.Option(help="Std of the initial token and position embeddings (default: the preset's; blog-4l 1.0, others TransformerLens' 0.8/√d_model).")] = None,
     model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model config override key=value (repeatable).")] = None,
     task_opt: Annotated[Optional[list[str]], typer.Option("--task-opt", help="Task option key=value (repeatable), e.g. max_segment=20.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -68,6 +69,7 @@ def train(
                              weight_decay=weight_decay, batch_size=batch_size, dropout=dropout,
                              seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
                              log_checkpoints=log_checkpoints, device=device, loss_fn=loss_fn,
+                             embed_init_std=embed_init_std,
                              model_overrides=_parse_options(model_opt or [], "--model-opt"),
                              task_options=_parse_options(task_opt or [], "--task-opt"))
         from induction_toolkit.training.loop import check_new_run_dir

@@ -51,6 +51,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# TransformerLens' "gpt2" init draws every weight, embeddings included, from N(0, 0.8/sqrt(d_model)),
+# while each MLP writes about unit variance per dimension into the residual stream at init. In a
+# model with MLPs the token and position signal is then ~8× below the MLP noise after the first LN,
+# and induction forms far later (blog-4l at d_model 64 on the copying task: no induction head by step
+# 3000, against step ~400 with unit-variance embeddings, which is also ``torch.nn.Embedding``'s
+# default). Presets listed here draw W_E and W_pos from N(0, std²) instead.
+PRESET_EMBED_INIT_STD: dict[str, float] = {"blog-4l": 1.0}
+
+
+def preset_embed_init_std(name: str) -> float | None:
+    return PRESET_EMBED_INIT_STD.get(name)
+
+
 def preset_config(name: str, **overrides: Any) -> HookedTransformerConfig:
     """The ``HookedTransformerConfig`` of a named preset, with optional field overrides."""
     if name not in PRESETS:
@@ -66,12 +79,17 @@ def default_device() -> str:
 
 
 def build_model(cfg: HookedTransformerConfig | str, *, seed: int | None = None,
-                device: str | None = None) -> HookedTransformer:
+                device: str | None = None,
+                embed_init_std: float | None = None) -> HookedTransformer:
     """Build a ``HookedTransformer`` from a config or a preset name.
 
     ``seed`` makes the initial weights reproducible without touching the global RNG state.
+    ``embed_init_std`` redraws the token and position embeddings from N(0, std²); a preset name
+    brings its own default (``PRESET_EMBED_INIT_STD``).
     """
     if isinstance(cfg, str):
+        if embed_init_std is None:
+            embed_init_std = preset_embed_init_std(cfg)
         cfg = preset_config(cfg)
     device = device or default_device()
     cfg.device = device
@@ -84,8 +102,22 @@ def build_model(cfg: HookedTransformerConfig | str, *, seed: int | None = None,
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 model = HookedTransformer(cfg, move_to_device=False)
+                _init_embeddings(model, embed_init_std)
+    if seed is None:
+        _init_embeddings(model, embed_init_std)
     # TransformerLens' own ``to`` prints to stdout, which would corrupt ``--json`` output.
     return model.to(device, print_details=False)
+
+
+def _init_embeddings(model: HookedTransformer, std: float | None) -> None:
+    if std is None:
+        return
+    weights = [model.embed.W_E]
+    if hasattr(model, "pos_embed"):  # rotary models have no position embedding
+        weights.append(model.pos_embed.W_pos)
+    with torch.no_grad():
+        for weight in weights:
+            weight.normal_(0.0, std)
 
 
 # --- config serialisation ---------------------------------------------------------------------

@@ -65,3 +65,18 @@ def test_overrides_rederive_dependent_fields():
     assert cfg.d_vocab_out == 300  # not the preset's 64
     assert cfg.d_head == 96 // 4 and cfg.attn_scale == pytest.approx((96 // 4) ** 0.5)
     assert cfg.initializer_range == pytest.approx(0.8 / 96 ** 0.5)
+
+
+def test_blog_preset_draws_unit_variance_embeddings_and_others_keep_transformerlens_init():
+    blog = build_model("blog-4l", seed=0, device="cpu")
+    # 64×256 and 64×256 draws: the sample std of N(0, 1) is within a few percent of 1
+    assert abs(float(blog.embed.W_E.detach().std()) - 1.0) < 0.05
+    assert abs(float(blog.pos_embed.W_pos.detach().std()) - 1.0) < 0.05
+    assert abs(float(blog.blocks[0].mlp.W_in.detach().std()) - 0.8 / 256 ** 0.5) < 0.005  # untouched
+    small = build_model("attn-only-2l", seed=0, device="cpu")
+    assert abs(float(small.embed.W_E.detach().std()) - 0.8 / 64 ** 0.5) < 0.01
+    again = build_model("blog-4l", seed=0, device="cpu")
+    assert torch.equal(again.embed.W_E, blog.embed.W_E)
+    chosen = build_model(preset_config("attn-only-2l"), seed=0, device="cpu", embed_init_std=0.5)
+    assert abs(float(chosen.embed.W_E.detach().std()) - 0.5) < 0.05
+    assert torch.equal(chosen.blocks[0].attn.W_Q, small.blocks[0].attn.W_Q)  # only embeddings move

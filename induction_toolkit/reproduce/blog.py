@@ -17,10 +17,13 @@ from ..dynamics import Dynamics, analyse
 from ..training import TrainConfig, train
 from ..training.loop import read_metrics
 
+# The blog's model is a from-scratch ``Transformer``: embeddings at unit variance (blog-4l's preset
+# default, see models.PRESET_EMBED_INIT_STD), trained on the fused forward (same math as the
+# hooked one, tests/test_fast_forward.py).
 FULL = TrainConfig(preset="blog-4l", task="copying", steps=20_000, lr=1e-3, warmup=200,
                    weight_decay=0.01, batch_size=32, eval_every=100, log_checkpoints=30,
-                   checkpoint_every=1000)
-# Scaled down: same depth, heads and task; a narrower model and a shorter run.
+                   checkpoint_every=1000, loss_fn="fast")
+# Scaled down: same depth, heads, MLPs and task; a narrower model and a shorter run.
 QUICK = replace(FULL, steps=1000, lr=3e-3, warmup=50, eval_every=25, log_checkpoints=15,
                 checkpoint_every=250, model_overrides={"d_model": 64, "d_head": 16, "d_mlp": 256})
 

@@ -29,6 +29,8 @@ class TrainConfig:
     checkpoint_every: int | None = None  # linear part of the schedule; default steps // 10
     log_checkpoints: int = 20  # log-spaced checkpoints between step 1 and the end
     device: str = "auto"
+    # std of the initial token/position embeddings; None: the preset's (models.PRESET_EMBED_INIT_STD)
+    embed_init_std: float | None = None
     loss_fn: str = "hooked"  # name in training.step.LOSS_FNS: the hot path's forward
     model_overrides: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -46,6 +48,8 @@ class TrainConfig:
             raise ConfigError("warmup, weight-decay and log-checkpoints must be ≥ 0")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.embed_init_std is not None and not self.embed_init_std > 0:
+            raise ConfigError(f"embed-init-std must be > 0, got {self.embed_init_std}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint-every must be ≥ 1, got {self.checkpoint_every}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

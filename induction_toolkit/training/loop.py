@@ -26,7 +26,8 @@ from ..atomic import atomic_write_text
 from ..checkpoints import (RUN_CHECKPOINT_DIR, RUN_CONFIG_FILENAME, checkpoint_name,
                            list_checkpoints, load_model, save_model)
 from ..errors import ConfigError, InductionToolkitError
-from ..models import build_model, config_to_dict, default_device, preset_config
+from ..models import (build_model, config_to_dict, default_device, preset_config,
+                      preset_embed_init_std)
 from ..tasks.base import TrainingTask
 from ..tasks.registry import make_task, task_from_dict
 from .config import TrainConfig
@@ -81,7 +82,10 @@ def build_run_model(cfg: TrainConfig, task: TrainingTask, device: str) -> Hooked
     if task.seq_len > model_cfg.n_ctx:
         raise ConfigError(f"task sequences of {task.seq_len} tokens exceed the model's context "
                           f"({model_cfg.n_ctx})")
-    return build_model(model_cfg, seed=cfg.seed, device=device)
+    embed_std = cfg.embed_init_std
+    if embed_std is None:
+        embed_std = preset_embed_init_std(cfg.preset)
+    return build_model(model_cfg, seed=cfg.seed, device=device, embed_init_std=embed_std)
 
 
 def make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.Optimizer:
