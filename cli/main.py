@@ -3,6 +3,7 @@
 import typer
 
 from . import ablate, compare, patch, planted, report, score
+from .help import TopLevelHelp
 from . import weights as weights_cmd
 from . import train as train_cmd
 from . import dynamics as dynamics_cmd
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode="rich",
+    cls=TopLevelHelp,
 )
 
 app.command("score")(score.score)

@@ -128,3 +128,26 @@ def test_help_imports_neither_torch_nor_transformer_lens():
             "print('HEAVY', heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+    # the top-level page is drawn without typer.rich_utils (markdown-it): its 60 ms import
+    # would double the start-up time
+    code = code.replace("heavy = [m for m in ('torch', 'transformer_lens')", "heavy = [m for m in ('typer.rich_utils', 'markdown_it')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_top_level_help_lists_every_command_with_its_summary():
+    from typer.main import get_command
+
+    from cli.main import app
+
+    group = get_command(app)
+    r = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "Usage:" in r.output and "--help" in r.output
+    names = [n for n, c in group.commands.items() if not c.hidden]
+    assert len(names) >= 10
+    for name in names:
+        summary = " ".join(group.commands[name].help.split("\n\n")[0].split())
+        line = next((ln for ln in r.output.splitlines() if f" {name} " in ln), None)
+        assert line is not None, f"{name} missing from --help"
+        assert summary[:40] in " ".join(r.output.split()), f"{name}'s summary missing"
