@@ -222,15 +222,25 @@ def fused_suffix_logits(model: HookedTransformer, resid: Float[torch.Tensor, "n 
 def fused_logits(model: HookedTransformer,
                  tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
     """The model's logits on ``tokens`` computed without hooks (see the module docstring)."""
-    x = model.embed.W_E[tokens] + model.pos_embed.W_pos[:tokens.shape[1]]  # [batch, pos, d_model]
-    return fused_logits_from(model, x, 0)
+    return fused_logits_from(model, _embed(model, tokens), 0)
+
+
+def _embed(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    # F.embedding's backward is a dense scatter-add, several times cheaper than indexing's index_put.
+    return F.embedding(tokens, model.embed.W_E) + model.pos_embed.W_pos[:tokens.shape[1]]
 
 
 def fused_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
     """Mean next-token cross-entropy, as ``model(tokens, return_type="loss")`` computes it."""
-    logits = fused_logits(model, tokens)
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                           tokens[:, 1:].reshape(-1))
+    cfg = model.cfg
+    x = _embed(model, tokens)
+    for layer in range(cfg.n_layers):
+        x = _attention(model, layer, x)
+    # The last position predicts nothing: unembed only the rows the loss reads (each row's
+    # logits are computed independently, so this is the same numbers as slicing full logits).
+    h = _norm(x[:, :-1], model.ln_final if cfg.normalization_type is not None else None, cfg.eps)
+    logits = torch.addmm(model.unembed.b_U, h.reshape(-1, h.shape[-1]), model.unembed.W_U)
+    return F.cross_entropy(logits.float(), tokens[:, 1:].reshape(-1))
 
 
 def has_hooks(model: HookedTransformer) -> bool:
@@ -277,7 +287,8 @@ class FastForward:
         with self._autocast():
             if self.reason is not None or has_hooks(self.model):
                 return self.model(tokens, return_type="loss").float()
-            return self._plan.loss(self.model, tokens)
+            # Compiled graphs are specialised on strides: a sliced batch would recompile.
+            return self._plan.loss(self.model, tokens.contiguous())
 
     def logits(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
         with self._autocast():
