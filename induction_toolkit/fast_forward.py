@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
-__all__ = ["FastForward", "fast_forward", "fast_loss", "fast_loss_bf16", "fast_loss_compiled",
+__all__ = ["FastForward", "ZCallback", "can_fuse", "fast_forward", "fused_logits_through_z", "heads_z", "fast_loss", "fast_loss_bf16", "fast_loss_compiled",
            "fast_loss_compiled_bf16", "fused_logits", "fused_logits_from", "fused_loss", "fused_suffix_logits",
            "has_hooks", "resid_after_z", "unsupported_reason"]
 
@@ -115,9 +115,9 @@ def _norm(x: torch.Tensor, module: torch.nn.Module | None, eps: float) -> torch.
     return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
-def _attention(model: HookedTransformer, layer: int,
-               x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-    """The residual stream after block ``layer``'s attention (and its MLP, if any)."""
+def heads_z(model: HookedTransformer, layer: int,
+            x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos head_index d_head"]:
+    """Block ``layer``'s per-head attention outputs ``z`` (TL's ``hook_z``) from its input residual."""
     cfg = model.cfg
     n_batch, n_pos, d_model = x.shape
     rows, n_heads, d_head = n_batch * n_pos, cfg.n_heads, cfg.d_head
@@ -132,7 +132,29 @@ def _attention(model: HookedTransformer, layer: int,
     q, k, v = qkv.view(n_batch, n_pos, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
     z = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                        scale=1.0 / float(attn.attn_scale))  # [b, h, p, dh]
-    return resid_after_z(model, layer, x, z.transpose(1, 2))
+    return z.transpose(1, 2)
+
+
+def _attention(model: HookedTransformer, layer: int,
+               x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    """The residual stream after block ``layer``'s attention (and its MLP, if any)."""
+    return resid_after_z(model, layer, x, heads_z(model, layer, x))
+
+
+ZCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def fused_logits_through_z(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"],
+                           on_z: ZCallback) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
+    """Fused logits, calling ``on_z(layer, resid_pre, z)`` where TL has ``hook_z``.
+
+    The callback sees each layer's input residual (``hook_resid_pre``) and ``z``, and returns the
+    ``z`` to continue with: what caching or editing ``hook_z`` needs, without hook points.
+    """
+    x = _embed(model, tokens)
+    for layer in range(model.cfg.n_layers):
+        x = resid_after_z(model, layer, x, on_z(layer, x, heads_z(model, layer, x)))
+    return fused_logits_from(model, x, model.cfg.n_layers)
 
 
 def resid_after_z(model: HookedTransformer, layer: int,
@@ -246,6 +268,11 @@ def fused_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"])
 def has_hooks(model: HookedTransformer) -> bool:
     """Whether any hook point of ``model`` has a forward or backward hook attached."""
     return any(hp._forward_hooks or hp._backward_hooks for hp in model.hook_dict.values())
+
+
+def can_fuse(model: Any) -> bool:
+    """Whether the fused forward computes ``model``'s own function now (no hooks to honour)."""
+    return unsupported_reason(model) is None and not has_hooks(model)
 
 
 @dataclass

@@ -110,7 +110,7 @@ def test_ablation_losses_equal_plain_hooked_runs(planted, planted_pair):
         assert result.joint["loss"] == pytest.approx(joint, abs=1e-4)
         assert result.joint["heads"] == ["L1H2", "L0H1", "L1H0"]
         first = per_token_loss(model(tokens), tokens)[:, first_half_query_positions(task)].mean()
-        assert result.baseline_first_half_loss == pytest.approx(float(first), abs=1e-5)
+        assert result.baseline_first_half_loss == pytest.approx(float(first.detach()), abs=1e-5)
 
 
 def test_derangement_has_no_fixed_point():
@@ -280,6 +280,25 @@ def test_trained_exact_patching_equals_tl_and_attribution_ranks_alike(trained_2l
     attr = attribute_heads(model, pair.clean, pair.corrupted, metric)
     rho = spearmanr(exact.effects.flatten().numpy(), attr.effects.flatten().numpy()).statistic
     assert rho >= 0.9, (exact.effects, attr.effects)
+
+
+def test_attribution_on_the_fused_forward_equals_the_hooked_one(trained_2l, trained_pair):
+    from induction_toolkit.fast_forward import can_fuse
+
+    model = trained_2l.model
+    task, _ = trained_pair
+    pair = make_prompt_pair(task, 16, seed=3)
+    assert can_fuse(model)
+    fused = attribute_heads(model, pair.clean, pair.corrupted, pair.metric, by_position=True)
+    # any hook attached sends the run through TransformerLens' hooked forward
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+        assert not can_fuse(model)
+        hooked = attribute_heads(model, pair.clean, pair.corrupted, pair.metric,
+                                 by_position=True)
+    assert hooked.effects.abs().max() > 0.1  # not a vacuous comparison
+    assert torch.allclose(fused.effects, hooked.effects, atol=1e-4)
+    assert torch.allclose(fused.position_effects, hooked.position_effects, atol=1e-5)
+    assert fused.clean_metric == pytest.approx(hooked.clean_metric, abs=1e-5)
 
 
 def test_trained_exact_by_position_equals_tl(trained_2l):

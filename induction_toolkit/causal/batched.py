@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 import torch
 from jaxtyping import Bool, Float, Int
 
+from ..fast_forward import can_fuse, fused_logits_through_z
+
 # Rough float32 elements one forward may hold in logits, patterns and activations (≈ 256 MB).
 DEFAULT_BUDGET = 1 << 26
 
@@ -59,12 +61,20 @@ def base_run(model, tokens: Int[torch.Tensor, "batch pos"], *, resid: bool = Tru
     if resid and supports_start_at_layer(model):
         names |= {resid_pre_name(l) for l in range(n_layers)}
     store: dict[str, torch.Tensor] = {}
+    if can_fuse(model):  # the same function as the hooked run, without hook points
+        def keep_fused(layer, resid_pre, z):
+            store[z_name(layer)] = z
+            if resid_pre_name(layer) in names:
+                store[resid_pre_name(layer)] = resid_pre
+            return z
 
-    def keep(act, hook):
-        store[hook.name] = act.detach()
+        logits = fused_logits_through_z(model, tokens, keep_fused)
+    else:
+        def keep(act, hook):
+            store[hook.name] = act.detach()
 
-    logits = model.run_with_hooks(tokens, return_type="logits",
-                                  fwd_hooks=[(name, keep) for name in sorted(names)])
+        logits = model.run_with_hooks(tokens, return_type="logits",
+                                      fwd_hooks=[(name, keep) for name in sorted(names)])
     return BaseRun(tokens, logits.detach(),
                    {l: store[z_name(l)] for l in range(n_layers)},
                    {l: store[resid_pre_name(l)] for l in range(n_layers) if resid_pre_name(l) in store})
