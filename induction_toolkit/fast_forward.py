@@ -129,7 +129,9 @@ def heads_z(model: HookedTransformer, layer: int,
     w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2).reshape(d_model, -1)
     b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(-1)
     qkv = torch.addmm(b_qkv, h, w_qkv)
-    q, k, v = qkv.view(n_batch, n_pos, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
+    # Unbind along the q/k/v axis and transpose each: the backward then stacks the three
+    # gradients straight into qkv's layout (one copy), where permute-then-unbind cost three.
+    q, k, v = (t.transpose(1, 2) for t in qkv.view(n_batch, n_pos, 3, n_heads, d_head).unbind(2))
     z = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                        scale=1.0 / float(attn.attn_scale))  # [b, h, p, dh]
     return z.transpose(1, 2)
