@@ -274,6 +274,7 @@ def test_cli_train_score_dynamics_end_to_end(tmp_path):
     (["train", "--resume", "{tmp}"], "not a training run"),
     (["dynamics", "{tmp}"], "not a training run"),
     (["reproduce", "nope"], "unknown experiment"),
+    (["train", "--embed-init-std", "0", "--out", "{tmp}/r"], "embed-init-std"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     (tmp_path / "file.txt").write_text("x")
@@ -281,6 +282,16 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+def test_embed_init_std_is_applied_and_saved_with_the_run(tmp_path):
+    run = tmp_path / "run"
+    r = invoke("train", "--preset", "attn-only-1l", "--steps", 1, "--embed-init-std", 2.0,
+               "--out", run, "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "config.json").read_text())["train"]["embed_init_std"] == 2.0
+    w_e = load_file(str(run / "checkpoints" / "step_0000000.safetensors"))["embed.W_E"]
+    assert abs(float(w_e.std()) - 2.0) < 0.2  # TransformerLens' own init would give 0.1
 
 
 def test_out_naming_a_run_with_another_config_is_refused(tmp_path):
