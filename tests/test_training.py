@@ -160,22 +160,24 @@ def test_unknown_task_and_bad_options_are_config_errors():
 
 # --- the loop ---------------------------------------------------------------------------------
 
-def test_training_step_attaches_no_hooks(monkeypatch, tmp_path):
+@pytest.mark.parametrize("loss_fn", ["hooked", "fast"])
+def test_training_step_attaches_no_hooks(monkeypatch, tmp_path, loss_fn):
     seen = []
-    original = LOSS_FNS["hooked"]
+    original = LOSS_FNS[loss_fn]
 
     def spy(model, tokens):
         seen.append(sum(len(hp._forward_hooks) for hp in model.hook_dict.values()))
         return original(model, tokens)
 
-    monkeypatch.setitem(LOSS_FNS, "hooked", spy)
-    train(TrainConfig(preset="attn-only-1l", steps=6, eval_every=3, batch_size=4, device="cpu"),
-          None, handle_signals=False)
+    monkeypatch.setitem(LOSS_FNS, loss_fn, spy)
+    train(TrainConfig(preset="attn-only-1l", steps=6, eval_every=3, batch_size=4, device="cpu",
+                      loss_fn=loss_fn), None, handle_signals=False)
     assert seen == [0] * 6
 
 
 def test_non_finite_loss_stops_with_last_good_checkpoint(monkeypatch, tmp_path):
-    original = LOSS_FNS["hooked"]
+    default = TrainConfig().loss_fn
+    original = LOSS_FNS[default]
     calls = []
 
     def blows_up(model, tokens):
@@ -183,7 +185,7 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(monkeypatch, tmp_path):
         loss = original(model, tokens)
         return loss * float("nan") if len(calls) == 7 else loss
 
-    monkeypatch.setitem(LOSS_FNS, "hooked", blows_up)
+    monkeypatch.setitem(LOSS_FNS, default, blows_up)
     cfg = TrainConfig(preset="attn-only-1l", steps=20, eval_every=5, batch_size=4,
                       checkpoint_every=5, log_checkpoints=0, device="cpu")
     with pytest.raises(NonFiniteLossError,

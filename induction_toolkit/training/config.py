@@ -31,7 +31,9 @@ class TrainConfig:
     device: str = "auto"
     # std of the initial token/position embeddings; None: the preset's (models.PRESET_EMBED_INIT_STD)
     embed_init_std: float | None = None
-    loss_fn: str = "hooked"  # name in training.step.LOSS_FNS: the hot path's forward
+    # name in training.step.LOSS_FNS: the hot path's forward. "fast" is the fused forward (same
+    # losses as the hooked one within 1e-6, tests/test_fast_forward.py), "hooked" TL's own.
+    loss_fn: str = "fast"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
 

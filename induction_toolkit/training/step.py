@@ -3,8 +3,9 @@
 A loss function takes ``(model, tokens)`` and returns the mean next-token loss. The training loop
 looks it up by name (``TrainConfig.loss_fn``), so a faster fused forward — same weights format,
 checked numerically against the hooked one — can be registered here without touching the loop.
-The default runs the plain ``HookedTransformer`` forward: no cache, no hooks (dropout, when asked
-for, is the only hook added).
+The default is the fused forward (``"fast"``); ``"hooked"`` runs the plain ``HookedTransformer``
+forward. Neither runs a cache or hooks it does not need (dropout, when asked for, is the only hook
+added, and it sends the fused path through the hooked forward).
 """
 
 from typing import Callable
