@@ -215,7 +215,7 @@ def test_path_patching_equals_a_hand_written_key_intervention(planted, planted_p
 
     logits = model.run_with_hooks(pair.clean, fwd_hooks=[(f"blocks.{lr}.attn.hook_k", hook)])
     result = path_patch(model, pair.clean, pair.corrupted, pair.metric, (ls, hs), (lr, hr))
-    assert result.patched["k"] == pytest.approx(float(pair.metric(logits).mean()), abs=1e-4)
+    assert result.patched["k"] == pytest.approx(float(pair.metric(logits).mean().detach()), abs=1e-4)
 
 
 def test_hooks_and_split_qkv_are_restored_after_an_error(planted, planted_pair):
