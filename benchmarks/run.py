@@ -94,9 +94,9 @@ def bench_peak(ctx: dict) -> dict:
     a16, b16 = a32.bfloat16(), b32.bfloat16()
     t32 = _median_time(lambda: a32 @ b32, 3, device)
     t16 = _median_time(lambda: a16 @ b16, 3, device)
-    ctx["bf16_matmul_speed_vs_fp32"] = t32 / t16
+    ctx["bf16_matmul_speed_vs_fp32"] = bf16_speed = t32 / t16
     return {"peak_fp32_gflops": peak / 1e9, "peak_matmul_size": n,
-            "bf16_matmul_speed_vs_fp32": t32 / t16, "bf16_matmul_size": m}
+            "bf16_matmul_speed_vs_fp32": bf16_speed, "bf16_matmul_size": m}
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -159,14 +159,14 @@ def bench_blog(ctx: dict) -> dict:
     rates: dict[str, list[float]] = {"hooked": [], "fast": [], "fast-bf16": []}
     # Where bf16 matmuls are emulated (≪ fp32) a bf16 step takes ~15 s on this model: in --quick
     # time it once, over 2 steps, or the quick run alone would take 4 minutes.
-    emulated_bf16 = ctx.get("bf16_matmul_speed_vs_fp32", 1.0) < 0.5
-    bf16_runs = 1 if quick and emulated_bf16 else repeats
+    short_bf16 = quick and ctx.get("bf16_matmul_speed_vs_fp32", 1.0) < 0.5
+    bf16_runs = 1 if short_bf16 else repeats
     flops = None
     for r in range(repeats):
         for name in rates:
             if name == "fast-bf16" and r >= bf16_runs:
                 continue
-            n_steps, n_skip = (3, 1) if name == "fast-bf16" and quick and emulated_bf16 else (steps, skip)
+            n_steps, n_skip = (3, 1) if name == "fast-bf16" and short_bf16 else (steps, skip)
             rate, _, result = _train_rate(name, device, n_steps, n_skip, **cfg)
             rates[name].append(rate)
             flops = flops or _flops_per_step(result, cfg["batch_size"])

@@ -8,7 +8,6 @@ panels) without that import; each subcommand's ``--help`` is still Typer's own.
 
 from typing import Any
 
-import typer
 from typer.core import TyperGroup
 
 

@@ -115,6 +115,15 @@ def _norm(x: torch.Tensor, module: torch.nn.Module | None, eps: float) -> torch.
     return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
+def _qkv_weights(attn: torch.nn.Module) -> tuple[Float[torch.Tensor, "d_model qkv"], Float[torch.Tensor, "qkv"]]:
+    """``W_Q | W_K | W_V`` as one ``[d_model, (3 head d_head)]`` projection, and its bias.
+
+    The stack is part of the autograd graph, so each head's gradient flows to its own parameter.
+    """
+    w = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2)
+    return w.reshape(w.shape[0], -1), torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(-1)
+
+
 def heads_z(model: HookedTransformer, layer: int,
             x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos head_index d_head"]:
     """Block ``layer``'s per-head attention outputs ``z`` (TL's ``hook_z``) from its input residual."""
@@ -125,9 +134,7 @@ def heads_z(model: HookedTransformer, layer: int,
     attn = block.attn
     norm = cfg.normalization_type is not None
     h = _norm(x, block.ln1 if norm else None, cfg.eps).reshape(rows, d_model)
-    # [d_model, (3 head d_head)]: one projection for queries, keys and values.
-    w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2).reshape(d_model, -1)
-    b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(-1)
+    w_qkv, b_qkv = _qkv_weights(attn)
     qkv = torch.addmm(b_qkv, h, w_qkv)
     # Unbind along the q/k/v axis and transpose each: the backward then stacks the three
     # gradients straight into qkv's layout (one copy), where permute-then-unbind cost three.
@@ -156,7 +163,7 @@ def fused_logits_through_z(model: HookedTransformer, tokens: Int[torch.Tensor, "
     x = _embed(model, tokens)
     for layer in range(model.cfg.n_layers):
         x = resid_after_z(model, layer, x, on_z(layer, x, heads_z(model, layer, x)))
-    return fused_logits_from(model, x, model.cfg.n_layers)
+    return _unembed(model, x)
 
 
 def resid_after_z(model: HookedTransformer, layer: int,
@@ -187,15 +194,19 @@ def fused_logits_from(model: HookedTransformer, resid: Float[torch.Tensor, "batc
                       start_at_layer: int) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
     """Logits from the residual stream entering block ``start_at_layer`` (``hook_resid_pre``);
     ``start_at_layer = n_layers`` applies only the final norm and the unembedding."""
-    cfg = model.cfg
-    n_batch, n_pos, d_model = resid.shape
     x = resid
-    for layer in range(start_at_layer, cfg.n_layers):
+    for layer in range(start_at_layer, model.cfg.n_layers):
         x = _attention(model, layer, x)
-    norm = cfg.normalization_type is not None
-    h = _norm(x, model.ln_final if norm else None, cfg.eps).reshape(n_batch * n_pos, d_model)
-    logits = torch.addmm(model.unembed.b_U, h, model.unembed.W_U)
-    return logits.view(n_batch, n_pos, -1)
+    return _unembed(model, x)
+
+
+def _unembed(model: HookedTransformer,
+             x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
+    """Final norm and unembedding of the residual stream after the last block."""
+    cfg = model.cfg
+    h = _norm(x, model.ln_final if cfg.normalization_type is not None else None, cfg.eps)
+    logits = torch.addmm(model.unembed.b_U, h.reshape(-1, x.shape[-1]), model.unembed.W_U)
+    return logits.view(*x.shape[:-1], -1)
 
 
 @torch.no_grad()
@@ -221,8 +232,7 @@ def fused_suffix_logits(model: HookedTransformer, resid: Float[torch.Tensor, "n 
         base = base_resid_pre[layer][:, :start_pos]
         n_batch = base.shape[0]
         copies = n_rows // n_batch
-        w_qkv = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2).reshape(d_model, -1)
-        b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(-1)
+        w_qkv, b_qkv = _qkv_weights(attn)
         h = _norm(x, block.ln1 if norm else None, cfg.eps).reshape(-1, d_model)
         q, k, v = torch.addmm(b_qkv, h, w_qkv).view(n_rows, n_suffix, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
         if start_pos > 0:
@@ -239,8 +249,7 @@ def fused_suffix_logits(model: HookedTransformer, resid: Float[torch.Tensor, "n 
         z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            scale=1.0 / float(attn.attn_scale))
         x = resid_after_z(model, layer, x, z.transpose(1, 2))
-    h = _norm(x, model.ln_final if norm else None, cfg.eps).reshape(-1, d_model)
-    return torch.addmm(model.unembed.b_U, h, model.unembed.W_U).view(n_rows, n_suffix, -1)
+    return _unembed(model, x)
 
 
 def fused_logits(model: HookedTransformer,
@@ -256,15 +265,13 @@ def _embed(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> 
 
 def fused_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
     """Mean next-token cross-entropy, as ``model(tokens, return_type="loss")`` computes it."""
-    cfg = model.cfg
     x = _embed(model, tokens)
-    for layer in range(cfg.n_layers):
+    for layer in range(model.cfg.n_layers):
         x = _attention(model, layer, x)
     # The last position predicts nothing: unembed only the rows the loss reads (each row's
     # logits are computed independently, so this is the same numbers as slicing full logits).
-    h = _norm(x[:, :-1], model.ln_final if cfg.normalization_type is not None else None, cfg.eps)
-    logits = torch.addmm(model.unembed.b_U, h.reshape(-1, h.shape[-1]), model.unembed.W_U)
-    return F.cross_entropy(logits.float(), tokens[:, 1:].reshape(-1))
+    logits = _unembed(model, x[:, :-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
 
 
 def has_hooks(model: HookedTransformer) -> bool:

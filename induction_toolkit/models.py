@@ -6,6 +6,7 @@ favour of its 4.x bridge; we pin ``<4`` deliberately (every analysis relies on i
 that one warning is silenced here and nowhere else.
 """
 
+import contextlib
 import dataclasses
 import json
 import warnings
@@ -93,17 +94,13 @@ def build_model(cfg: HookedTransformerConfig | str, *, seed: int | None = None,
         cfg = preset_config(cfg)
     device = device or default_device()
     cfg.device = device
-    with warnings.catch_warnings():
+    rng = contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[])
+    with warnings.catch_warnings(), rng:
         warnings.filterwarnings("ignore", message="HookedTransformer is deprecated",
                                 category=DeprecationWarning)
-        if seed is None:
-            model = HookedTransformer(cfg, move_to_device=False)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = HookedTransformer(cfg, move_to_device=False)
-                _init_embeddings(model, embed_init_std)
-    if seed is None:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = HookedTransformer(cfg, move_to_device=False)
         _init_embeddings(model, embed_init_std)
     # TransformerLens' own ``to`` prints to stdout, which would corrupt ``--json`` output.
     return model.to(device, print_details=False)

@@ -133,6 +133,7 @@ def ov_eigen_scores(model: HookedTransformer) -> tuple[Float[torch.Tensor, "laye
         notes.append(f"d_vocab ({W_E.shape[0]}) ≠ d_vocab_out ({W_U.shape[1]}): OV eigen scores "
                      f"use the {n_shared} shared token ids")
     lnf = _norm_weight(model, "ln_final")
+    lnf = None if lnf is None else lnf.double()[:, None]
     # U·E in float64, a block of the vocabulary at a time: whole float64 copies of the
     # embedding and unembedding would cost 4× the model's embedding (1.2 GB on GPT-2).
     UE = torch.zeros(W_U.shape[0], W_E.shape[1], dtype=torch.float64, device=W_E.device)
@@ -143,7 +144,7 @@ def ov_eigen_scores(model: HookedTransformer) -> tuple[Float[torch.Tensor, "laye
             e = e - e.mean(-1, keepdim=True)
         u = W_U[:, start:stop].double()
         if lnf is not None:
-            u = lnf.double()[:, None] * u
+            u = lnf * u
         UE += u @ e  # [d_model, d_model]
     scores = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
     for layer in range(cfg.n_layers):

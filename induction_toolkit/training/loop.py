@@ -82,9 +82,8 @@ def build_run_model(cfg: TrainConfig, task: TrainingTask, device: str) -> Hooked
     if task.seq_len > model_cfg.n_ctx:
         raise ConfigError(f"task sequences of {task.seq_len} tokens exceed the model's context "
                           f"({model_cfg.n_ctx})")
-    embed_std = cfg.embed_init_std
-    if embed_std is None:
-        embed_std = preset_embed_init_std(cfg.preset)
+    embed_std = (cfg.embed_init_std if cfg.embed_init_std is not None
+                 else preset_embed_init_std(cfg.preset))
     return build_model(model_cfg, seed=cfg.seed, device=device, embed_init_std=embed_std)
 
 
