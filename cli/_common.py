@@ -6,10 +6,20 @@ Nothing here imports torch or TransformerLens, so ``induct --help`` stays instan
 import functools
 import json
 import sys
-from typing import Any, Callable
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+
+# Options that mean the same in every subcommand, declared once (Typer copies each use).
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")]
+ConfigFile = Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")]
+ModelPath = Annotated[str, typer.Argument(help="Checkpoint file, run directory, or model directory.")]
+TokenSeed = Annotated[int, typer.Option(help="Seed of the random tokens.")]
+RunStep = Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")]
+SegmentLength = Annotated[int, typer.Option(help="Random tokens per segment (shrunk to fit the context).")]
 
 stdout = Console(highlight=False)
 # Progress bars, hints and errors go to stderr so they never pollute parsed stdout.

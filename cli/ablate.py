@@ -1,26 +1,26 @@
 """``induct ablate``: what ablating each head does to the loss on repeated tokens."""
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import handle_errors, print_json, stdout
+from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
+                      handle_errors, print_json, stdout)
 
 
 @handle_errors
 def ablate(
-    path: Annotated[str, typer.Argument(help="Checkpoint file, run directory, or model directory.")],
+    path: ModelPath,
     method: Annotated[str, typer.Option(help="zero, mean (over batch and positions) or resample (another sequence's).")] = "zero",
     heads: Annotated[Optional[str], typer.Option(help="Ablate these heads jointly (and each alone), e.g. L1H2,L0H1.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
-    seq_len: Annotated[int, typer.Option(help="Random tokens per segment (shrunk to fit the context).")] = 25,
+    json_out: JsonFlag = False,
+    seq_len: SegmentLength = 25,
     repeats: Annotated[int, typer.Option(help="How many times the segment repeats.")] = 2,
     batch: Annotated[int, typer.Option(help="Number of sequences.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the random tokens and of resampling.")] = 0,
-    config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")] = None,
-    step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    config: ConfigFile = None,
+    step: RunStep = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Ablate every head (or a set, jointly) and report the loss on the repeated and first halves."""
     from induction_toolkit.causal import ABLATION_METHODS, ablate_heads, parse_heads

@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_scoring_options, handle_errors, print_json, stderr, stdout
+from ._common import (DeviceOpt, TokenSeed, check_scoring_options, handle_errors, print_json,
+                      stderr, stdout)
 
 
 @handle_errors
@@ -17,9 +18,9 @@ def compare(
     seq_len: Annotated[int, typer.Option(help="Random tokens per segment (shrunk to fit each model's context).")] = 25,
     repeats: Annotated[int, typer.Option(help="How many times the segment repeats.")] = 4,
     batch: Annotated[int, typer.Option(help="Number of sequences scored per model.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
+    seed: TokenSeed = 0,
     dtype: Annotated[Optional[str], typer.Option(help="float32 (default), float16 or bfloat16.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Compare models side by side: top induction heads, best prefix-matching score, ICL score."""
     from induction_toolkit.compare import compare_models

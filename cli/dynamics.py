@@ -5,13 +5,13 @@ from typing import Annotated
 
 import typer
 
-from ._common import handle_errors, print_json, stdout
+from ._common import JsonFlag, handle_errors, print_json, stdout
 
 
 @handle_errors
 def dynamics(
     run_dir: Annotated[Path, typer.Argument(help="A training run directory (induct train --out).")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
+    json_out: JsonFlag = False,
     sigma: Annotated[float, typer.Option(help="Gaussian smoothing width, in evaluations.")] = 1.0,
     figures: Annotated[bool, typer.Option(help="Write PNG figures under RUN_DIR/figures/.")] = True,
 ) -> None:

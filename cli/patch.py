@@ -1,30 +1,30 @@
 """``induct patch``: activation, attribution and path patching from clean into corrupted prompts."""
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import handle_errors, print_json, stdout
+from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
+                      TokenSeed, handle_errors, print_json, stdout)
 
 
 @handle_errors
 def patch(
-    path: Annotated[str, typer.Argument(help="Checkpoint file, run directory, or model directory.")],
+    path: ModelPath,
     method: Annotated[str, typer.Option(help="exact (batched activation patching) or attribution (one backward).")] = "exact",
     by_position: Annotated[bool, typer.Option("--by-position", help="Also patch each head at each position.")] = False,
     path_spec: Annotated[Optional[str], typer.Option("--path", help="SENDER:RECEIVER, e.g. L0H1:L1H2: patch only that path, into the receiver's q, k and v in turn.")] = None,
     direction: Annotated[Optional[str], typer.Option(help="denoising (clean into corrupted; default for heads) or noising (corrupted into clean; default for --path).")] = None,
     metric: Annotated[str, typer.Option(help="logprob (of the correct next token) or logit (its logit minus the mean logit), over the repeated copy.")] = "logprob",
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
+    json_out: JsonFlag = False,
     top: Annotated[int, typer.Option(help="With --by-position: rows of the (head, position) table.")] = 20,
-    seq_len: Annotated[int, typer.Option(help="Random tokens per segment (shrunk to fit the context).")] = 25,
+    seq_len: SegmentLength = 25,
     repeats: Annotated[int, typer.Option(help="How many times the segment repeats (all but the last copy are corrupted).")] = 2,
     batch: Annotated[int, typer.Option(help="Number of prompt pairs.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
-    config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")] = None,
-    step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    seed: TokenSeed = 0,
+    config: ConfigFile = None,
+    step: RunStep = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Patch each head's output from clean into corrupted prompts; 1 = as clean, 0 = as corrupted."""
     from induction_toolkit.causal import (METRIC_KINDS, attribute_heads, parse_path, patch_heads,

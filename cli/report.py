@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import handle_errors, print_json, stderr
+from ._common import ConfigFile, DeviceOpt, TokenSeed, handle_errors, print_json, stderr
 
 
 @handle_errors
@@ -17,10 +17,10 @@ def report(
     seq_len: Annotated[int, typer.Option(help="Random tokens per segment for the scores (shrunk to fit the context).")] = 25,
     repeats: Annotated[int, typer.Option(help="How many times the segment repeats.")] = 4,
     batch: Annotated[int, typer.Option(help="Number of sequences scored.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
-    config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")] = None,
+    seed: TokenSeed = 0,
+    config: ConfigFile = None,
     step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory (default: the last).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Write ONE HTML file that opens without a network: model, scores, attention patterns, evidence."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import handle_errors, print_json, stderr, stdout
+from ._common import JsonFlag, handle_errors, print_json, stderr, stdout
 
 EXPERIMENTS = ("blog",)
 
@@ -18,7 +18,7 @@ def reproduce(
     quick: Annotated[bool, typer.Option(help="Scaled-down run: minutes on two CPU cores.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Directory for the per-seed runs (default runs/blog[-quick]).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Reproduce the blog experiment: 4-layer transformer on the copying task, 3 seeds, lag fits."""
     from induction_toolkit.errors import ConfigError

@@ -1,24 +1,24 @@
 """``induct score``: a per-head table of induction-related scores."""
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_scoring_options, handle_errors, print_json, stdout
+from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
+                      TokenSeed, check_scoring_options, handle_errors, print_json, stdout)
 
 
 @handle_errors
 def score(
-    path: Annotated[str, typer.Argument(help="Checkpoint file, run directory, or model directory.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
-    seq_len: Annotated[int, typer.Option(help="Random tokens per segment (shrunk to fit the context).")] = 25,
+    path: ModelPath,
+    json_out: JsonFlag = False,
+    seq_len: SegmentLength = 25,
     repeats: Annotated[int, typer.Option(help="How many times the segment repeats.")] = 4,
     batch: Annotated[int, typer.Option(help="Number of sequences scored.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
-    config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")] = None,
-    step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    seed: TokenSeed = 0,
+    config: ConfigFile = None,
+    step: RunStep = None,
+    device: DeviceOpt = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32 (default for pretrained models), float16 or bfloat16.")] = None,
     low_memory: Annotated[bool, typer.Option(help="One sequence at a time, logits a block of positions at a time: peak memory ≈ the weights plus one layer's activations.")] = False,
 ) -> None:

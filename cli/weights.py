@@ -5,22 +5,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import handle_errors, print_json, stderr, stdout
+from ._common import (ConfigFile, JsonFlag, ModelPath, RunStep, handle_errors, print_json, stderr,
+                      stdout)
 
 
 @handle_errors
 def weights(
-    path: Annotated[str, typer.Argument(help="Checkpoint file, run directory, or model directory.")],
+    path: ModelPath,
     out: Annotated[Optional[Path], typer.Option(help="Directory for layer_<l>.png, weights.html and weights.json.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")] = False,
+    json_out: JsonFlag = False,
     max_tokens: Annotated[int, typer.Option(help="Token blocks use all tokens up to this many, else a seeded sample.")] = 256,
     max_positions: Annotated[int, typer.Option(help="Position blocks use at most this many leading positions.")] = 2048,
     partners: Annotated[int, typer.Option(help="Virtual K-composition blocks per layer-≥1 head (strongest sources).")] = 4,
     baseline_samples: Annotated[int, typer.Option(help="Random head pairs averaged for the composition baseline.")] = 200,
     top: Annotated[Optional[int], typer.Option(help="List only the strongest N pairs per composition kind in --json.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the token sample and the random baseline.")] = 0,
-    config: Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")] = None,
-    step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")] = None,
+    config: ConfigFile = None,
+    step: RunStep = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cpu; weights are read on the CPU anyway).")] = None,
 ) -> None:
     """Per head: QK circuit in token/position bases (sub-diagonal score), OV eigen score, Q/K/V composition."""
