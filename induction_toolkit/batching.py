@@ -13,7 +13,7 @@ import os
 import torch
 from transformer_lens import HookedTransformer
 
-from .errors import InductionToolkitError
+from .errors import OutOfMemoryError
 from .scores import HeadScores, score_model
 
 # Fraction of free memory a scoring pass may plan to use: estimates miss allocator slack,
@@ -21,10 +21,6 @@ from .scores import HeadScores, score_model
 _GPU_FRACTION = 0.5
 _CPU_FRACTION = 0.25
 _CPU_CAP = 4 << 30
-
-
-class OutOfMemoryError(InductionToolkitError):
-    """Even one sequence at a time does not fit."""
 
 
 def bytes_per_sequence(model: HookedTransformer, n_tokens: int) -> int:

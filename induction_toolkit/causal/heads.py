@@ -6,17 +6,13 @@ so the CLI can print it and exit 2 instead of failing deep inside a forward pass
 
 import re
 
-from ..errors import InductionToolkitError
+from ..errors import HeadSpecError
 from ..scores import head_label
 
 Head = tuple[int, int]
 
 _HEAD = re.compile(r"^L(\d+)H(\d+)$", re.IGNORECASE)
 EXAMPLE = "L1H2"
-
-
-class HeadSpecError(InductionToolkitError):
-    """A head or path specification is malformed or outside the model."""
 
 
 def parse_head(spec: str, n_layers: int, n_heads: int) -> Head:
