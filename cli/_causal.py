@@ -28,6 +28,7 @@ def load_for_causal(path: str, *, config: Optional[Path], step: Optional[int], d
 
 
 def model_info(loaded, path: str) -> dict:
+    """The loaded model's config summary plus its path, source and step, as a JSON-ready dict."""
     from induction_toolkit.models import config_summary
 
     return {**config_summary(loaded.model.cfg), "path": str(path), "source": loaded.source,

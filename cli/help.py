@@ -16,7 +16,10 @@ def _first_paragraph(text: str | None) -> str:
 
 
 class TopLevelHelp(TyperGroup):
+    """The top-level command group, whose ``--help`` is drawn without Typer's rich help."""
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
+        """Print the top-level help page (usage, options, commands) to stdout."""
         from rich import box
         from rich.panel import Panel
         from rich.table import Table

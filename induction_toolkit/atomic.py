@@ -32,6 +32,7 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically (temp file, fsync, rename); returns the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 

@@ -36,6 +36,7 @@ class ModelComparison:
 
     @property
     def max_prefix_matching(self) -> float:
+        """The model's highest prefix-matching score (fraction of attention, in [0, 1])."""
         return finite(float(self.scores.prefix_matching.max()))  # JSON carries no NaN
 
     def top_heads(self, k: int = TOP_K) -> list[dict[str, Any]]:
@@ -49,6 +50,7 @@ class ModelComparison:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """This model's provenance, size, top heads and full scores as a JSON-ready dict."""
         full = self.scores.to_dict()
         return {
             "name": self.name,
@@ -69,10 +71,13 @@ class ModelComparison:
 
 @dataclass
 class Comparison:
+    """Several models' induction scores side by side, plus the settings they were scored with."""
+
     models: list[ModelComparison]
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every model's entry and the shared scoring settings as a JSON-ready dict."""
         return {"models": [m.to_dict() for m in self.models], "settings": dict(self.settings)}
 
     def to_table(self, title: str | None = None):
@@ -124,6 +129,7 @@ class Comparison:
         return fig
 
     def write_figure(self, path: str | Path) -> Path:
+        """Write the prefix-matching heatmaps to ``path`` (format from its suffix); returns the path."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         import io
 

@@ -311,6 +311,7 @@ class FastForward:
 
     @property
     def fused(self) -> bool:
+        """True when this model runs on the fused forward (False: TransformerLens' own, see ``reason``)."""
         return self.reason is None
 
     def _autocast(self):
@@ -320,6 +321,7 @@ class FastForward:
         return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
     def loss(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+        """Mean next-token cross-entropy of ``tokens`` (nats per predicted token), as float32."""
         with self._autocast():
             if self.reason is not None or has_hooks(self.model):
                 return self.model(tokens, return_type="loss").float()
@@ -327,6 +329,7 @@ class FastForward:
             return self._plan.loss(self.model, tokens.contiguous())
 
     def logits(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab_out"]:
+        """Next-token logits of ``tokens``, one row of vocabulary logits per position."""
         with self._autocast():
             if self.reason is not None or has_hooks(self.model):
                 return self.model(tokens, return_type="logits")

@@ -62,6 +62,7 @@ PRESET_EMBED_INIT_STD: dict[str, float] = {"blog-4l": 1.0}
 
 
 def preset_embed_init_std(name: str) -> float | None:
+    """The embedding init std a preset draws W_E and W_pos with (None: TransformerLens' init)."""
     return PRESET_EMBED_INIT_STD.get(name)
 
 
@@ -76,6 +77,7 @@ def preset_config(name: str, **overrides: Any) -> HookedTransformerConfig:
 
 
 def default_device() -> str:
+    """``"cuda"`` when a CUDA device is available, else ``"cpu"``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -41,6 +41,7 @@ class ModelUnavailableError(CheckpointError):
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """The torch dtype named by ``dtype`` (``float32``, ``float16``, ``bfloat16``; None → float32)."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
@@ -99,6 +100,7 @@ def official_name(name: str) -> str | None:
 
 
 def is_model_name(name: str) -> bool:
+    """True when ``name`` is a TransformerLens official model name or alias."""
     return official_name(name) is not None
 
 

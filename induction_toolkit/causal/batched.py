@@ -25,14 +25,17 @@ DEFAULT_BUDGET = 1 << 26
 
 
 def z_name(layer: int) -> str:
+    """The TransformerLens hook name of layer ``layer``'s per-head attention output ``z``."""
     return f"blocks.{layer}.attn.hook_z"
 
 
 def resid_pre_name(layer: int) -> str:
+    """The TransformerLens hook name of the residual stream entering layer ``layer``."""
     return f"blocks.{layer}.hook_resid_pre"
 
 
 def supports_start_at_layer(model) -> bool:
+    """True when ``model.forward`` can start at a cached layer's ``hook_resid_pre`` (no shortformer)."""
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):

@@ -106,9 +106,11 @@ class PromptPair:
         raise ConfigError(f"unknown metric '{kind}'; choose one of {', '.join(METRIC_KINDS)}")
 
     def to(self, device) -> "PromptPair":
+        """A copy of the pair with clean and corrupted tokens moved to ``device``."""
         return PromptPair(self.clean.to(device), self.corrupted.to(device), self.task, self.seed)
 
     def data_dict(self) -> dict:
+        """The pair's data settings (task, lengths, batch, seed, BOS) as a JSON-ready dict."""
         return {"task": "repeated", "seq_len": self.task.seq_len, "repeats": self.task.repeats,
                 "batch": int(self.clean.shape[0]), "seed": self.seed,
                 "bos_token_id": self.task.bos_token_id, "n_tokens": int(self.clean.shape[1])}

@@ -40,6 +40,8 @@ QKV = ("q", "k", "v")
 
 @dataclass
 class PathPatchingResult:
+    """One sender→receiver path's effect on the metric through each receiver input (q, k, v)."""
+
     sender: Head
     receiver: Head
     metric: str
@@ -53,9 +55,11 @@ class PathPatchingResult:
 
     @property
     def dominant(self) -> str:
+        """The receiver input (``q``, ``k`` or ``v``) with the largest absolute normalised effect."""
         return max(QKV, key=lambda x: abs(self.effects[x]))
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict (effects normalised: 1 = the whole clean–corrupted gap)."""
         return {
             "path": f"{head_label(*self.sender)}:{head_label(*self.receiver)}",
             "sender": {"layer": self.sender[0], "head": self.sender[1], "label": head_label(*self.sender)},
@@ -70,6 +74,7 @@ class PathPatchingResult:
         }
 
     def to_table(self, title: str | None = None):
+        """A rich table of each receiver input's normalised effect and patched metric."""
         from rich.table import Table
 
         table = Table(title=title, header_style="bold")

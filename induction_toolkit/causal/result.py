@@ -29,6 +29,7 @@ def normalised_effect(patched: torch.Tensor, clean: float, corrupted: float,
 
 
 def gap_notes(clean: float, corrupted: float) -> list[str]:
+    """A note when the clean–corrupted metric gap is too small for normalised effects to mean much."""
     gap = clean - corrupted
     if abs(gap) < SMALL_GAP:
         return [f"clean and corrupted metrics differ by only {gap:.2g}: the model barely uses the "
@@ -54,10 +55,12 @@ class PatchingResult:
 
     @property
     def n_layers(self) -> int:
+        """Number of layers in the effect grid."""
         return self.effects.shape[0]
 
     @property
     def n_heads(self) -> int:
+        """Number of heads per layer in the effect grid."""
         return self.effects.shape[1]
 
     def ranking(self) -> list[tuple[int, int, float]]:
@@ -65,6 +68,7 @@ class PatchingResult:
         return rank_heads(self.effects)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict (effects normalised: 1 = the whole clean–corrupted gap)."""
         heads = [{"layer": l, "head": h, "label": head_label(l, h),
                   "effect": finite(float(self.effects[l, h])),
                   "patched_metric": finite(float(self.patched[l, h]))}
@@ -88,6 +92,7 @@ class PatchingResult:
         return out
 
     def to_table(self, title: str | None = None):
+        """A rich table of heads ranked by normalised effect, with each head's patched metric."""
         from rich.table import Table
 
         table = Table(title=title, header_style="bold")

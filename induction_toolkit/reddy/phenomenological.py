@@ -71,9 +71,11 @@ class Trajectory:
 
     @property
     def steps(self) -> int:
+        """Number of gradient steps taken (rows of ``loss`` minus one)."""
         return len(self.loss) - 1
 
     def param(self, name: str) -> np.ndarray:
+        """One parameter's (``xi``/``alpha``/``beta1`` per ``PARAMS``) value at every step, ``[steps + 1]``."""
         return self.params[:, PARAMS.index(name)]
 
     def cliff_step(self) -> int:
@@ -90,6 +92,7 @@ class Trajectory:
         return int(hit[0]) if len(hit) else None
 
     def to_dict(self) -> dict[str, Any]:
+        """Summary as a JSON-ready dict: losses (nats), cliff step, final parameters, half-rise steps."""
         return {"n": self.n, "n_labels": self.n_labels, "lr": self.lr, "steps": self.steps,
                 "initial_loss": float(self.loss[0]), "final_loss": float(self.loss[-1]),
                 "cliff_step": self.cliff_step(),

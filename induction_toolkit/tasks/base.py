@@ -15,20 +15,26 @@ from jaxtyping import Int
 
 
 class TrainingTask(Protocol):
+    """The interface every training task implements (see the module docstring)."""
+
     name: str
     d_vocab: int
     seq_len: int
     bos_token_id: int | None
 
     @property
-    def special_tokens(self) -> tuple[int, ...]: ...
+    def special_tokens(self) -> tuple[int, ...]:
+        """Token ids never drawn as random content (BOS, separators)."""
 
     def sample(self, batch: int, generator: torch.Generator,
-               step: int = 0) -> Int[torch.Tensor, "batch pos"]: ...
+               step: int = 0) -> Int[torch.Tensor, "batch pos"]:
+        """A training batch of token ids, ``[batch, seq_len]``, drawn from ``generator``."""
 
-    def eval_batch(self, batch: int, seed: int) -> tuple[Int[torch.Tensor, "batch pos"], int]: ...
+    def eval_batch(self, batch: int, seed: int) -> tuple[Int[torch.Tensor, "batch pos"], int]:
+        """A fixed evaluation batch of token ids and the position where its repeated half starts."""
 
-    def to_dict(self) -> dict[str, Any]: ...
+    def to_dict(self) -> dict[str, Any]:
+        """The task's settings as a JSON-ready dict (enough to rebuild it)."""
 
 
 def uniform_int(low: int, high: int, generator: torch.Generator) -> int:

@@ -17,6 +17,8 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True)
 class CopyingConfig:
+    """The copying task's settings: content of random length, a separator, the content again."""
+
     d_vocab: int = 64
     seq_len: int = 64
     min_length: int = 4
@@ -39,13 +41,16 @@ class CopyingConfig:
 
     @property
     def prefix_len(self) -> int:
+        """Positions before the first copy (1 with BOS, else 0)."""
         return int(self.bos_token_id is not None)
 
     @property
     def special_tokens(self) -> tuple[int, ...]:
+        """The BOS and separator token ids (never drawn as content)."""
         return tuple(t for t in (self.bos_token_id, self.separator_token_id) if t is not None)
 
     def content_tokens(self) -> torch.Tensor:
+        """The token ids content is drawn from (the vocabulary minus special tokens), 1-D long."""
         special = set(self.special_tokens)
         return torch.tensor([t for t in range(self.d_vocab) if t not in special])
 
@@ -64,6 +69,7 @@ class CopyingConfig:
 
     def sample(self, batch: int, generator: torch.Generator,
                step: int = 0) -> Int[torch.Tensor, "batch pos"]:
+        """A training batch ``[batch, seq_len]`` of one random copy length drawn per batch."""
         length = int(torch.randint(self.min_length, self.max_length + 1, (1,), generator=generator))
         return self._build(self._content(batch, length, generator))
 
@@ -74,4 +80,5 @@ class CopyingConfig:
         return tokens, self.prefix_len + self.max_length + 1
 
     def to_dict(self) -> dict:
+        """The task's settings as a JSON-ready dict."""
         return dataclasses.asdict(self)

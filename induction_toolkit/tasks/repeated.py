@@ -16,6 +16,8 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True)
 class RepeatedTokensConfig:
+    """Settings of a repeated-random-tokens batch: segment length, repeats, BOS, excluded ids."""
+
     d_vocab: int  # token ids are drawn from [0, d_vocab)
     seq_len: int = 25  # R: length of one random segment
     repeats: int = 2  # k: how many times the segment appears
@@ -32,6 +34,7 @@ class RepeatedTokensConfig:
 
     @property
     def total_len(self) -> int:
+        """Tokens per sequence: ``seq_len × repeats``, plus one with BOS."""
         return self.seq_len * self.repeats + (self.bos_token_id is not None)
 
     @property
@@ -40,18 +43,21 @@ class RepeatedTokensConfig:
         return int(self.bos_token_id is not None)
 
     def allowed_tokens(self) -> torch.Tensor:
+        """The token ids segments are drawn from (vocabulary minus BOS and ``exclude``), 1-D long."""
         banned = set(self.exclude)
         if self.bos_token_id is not None:
             banned.add(self.bos_token_id)
         return torch.tensor([t for t in range(self.d_vocab) if t not in banned], dtype=torch.long)
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict (``exclude`` as a list)."""
         d = dataclasses.asdict(self)
         d["exclude"] = list(self.exclude)
         return d
 
     @classmethod
     def from_dict(cls, data: dict) -> "RepeatedTokensConfig":
+        """The config ``to_dict`` wrote (unknown keys ignored)."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         if "exclude" in kwargs:
@@ -124,13 +130,16 @@ class RepeatedTaskConfig:
 
     @property
     def prefix_len(self) -> int:
+        """Positions before the first segment (1 with BOS, else 0)."""
         return int(self.bos_token_id is not None)
 
     @property
     def special_tokens(self) -> tuple[int, ...]:
+        """The BOS token id, if any (never drawn as content)."""
         return () if self.bos_token_id is None else (self.bos_token_id,)
 
     def segment_config(self, segment: int) -> RepeatedTokensConfig:
+        """The repeated-tokens config of one segment length ``segment``, repeated to fill ``seq_len``."""
         body = self.seq_len - self.prefix_len
         return RepeatedTokensConfig(d_vocab=self.d_vocab, seq_len=segment,
                                     repeats=max(2, -(-body // segment)),
@@ -138,6 +147,7 @@ class RepeatedTaskConfig:
 
     def sample(self, batch: int, generator: torch.Generator,
                step: int = 0) -> Int[torch.Tensor, "batch pos"]:
+        """A training batch ``[batch, seq_len]``: one segment length per batch, offsets per the curriculum."""
         segment = int(torch.randint(self.min_segment, self.max_segment + 1, (1,),
                                     generator=generator))
         offset = float(torch.rand(1, generator=generator)) < self.offset_fraction
@@ -164,4 +174,5 @@ class RepeatedTaskConfig:
         return repeated_tokens(cfg, batch, seed=seed), self.prefix_len + segment
 
     def to_dict(self) -> dict:
+        """The task's settings as a JSON-ready dict."""
         return dataclasses.asdict(self)

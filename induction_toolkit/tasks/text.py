@@ -42,6 +42,8 @@ def stdlib_corpus(max_bytes: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TextConfig:
+    """The byte-level text task: windows of this Python's standard-library source (d_vocab 256)."""
+
     seq_len: int = 64
     max_bytes: int = 4_000_000
     eval_fraction: float = 0.05  # the corpus tail held out for evaluation
@@ -58,6 +60,7 @@ class TextConfig:
 
     @property
     def special_tokens(self) -> tuple[int, ...]:
+        """No special tokens: every byte is content."""
         return ()
 
     def _split(self) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +77,7 @@ class TextConfig:
 
     def sample(self, batch: int, generator: torch.Generator,
                step: int = 0) -> Int[torch.Tensor, "batch pos"]:
+        """A training batch ``[batch, seq_len]`` of random byte windows from the training split."""
         return self._windows(self._split()[0], batch, generator)
 
     def eval_batch(self, batch: int, seed: int) -> tuple[Int[torch.Tensor, "batch pos"], int]:
@@ -82,4 +86,5 @@ class TextConfig:
             self.seq_len // 2
 
     def to_dict(self) -> dict:
+        """The task's settings as a JSON-ready dict."""
         return dataclasses.asdict(self)

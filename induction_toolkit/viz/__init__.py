@@ -54,6 +54,7 @@ class Views(list):
         return "\n".join(v.fragment() if hasattr(v, "fragment") else str(v) for v in self)
 
     def fragment(self) -> str:
+        """The views' HTML fragments, one after another."""
         return self._repr_html_()
 
 

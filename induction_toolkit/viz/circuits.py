@@ -38,6 +38,7 @@ def circuitsvis_bundle() -> str:
 
 
 def circuitsvis_version() -> str:
+    """The installed circuitsvis version string, or ``"unknown"``."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -61,6 +62,7 @@ def json_script_safe(text: str) -> str:
 
 
 def bundle_script() -> str:
+    """A ``<script>`` element inlining the circuitsvis bundle, tagged with its version."""
     return f'<script data-circuitsvis-bundle="{circuitsvis_version()}">\n{circuitsvis_bundle()}\n</script>'
 
 
@@ -84,6 +86,7 @@ class CircuitsView:
 
     @property
     def element_id(self) -> str:
+        """A deterministic HTML element id, the same for the same component and props."""
         # Deterministic, so the same view renders to the same bytes; unique per component+props.
         digest = hashlib.sha1((self.component + _json_props(self.props)).encode()).hexdigest()
         return f"circuitsvis-{digest[:12]}"
@@ -115,6 +118,7 @@ class CircuitsView:
                 f"</head>\n<body>\n{self._repr_html_()}\n</body></html>\n")
 
     def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_html` to ``path`` atomically; returns the path."""
         from ..atomic import atomic_write_text
 
         path = Path(path)

@@ -31,6 +31,7 @@ def _mark(ax, dyn: "Dynamics") -> None:
 
 
 def loss_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
+    """Eval, per-half and train loss (nats) against step (log scale), the phase change marked."""
     fig = new_figure(6.5, 3.6)
     ax = fig.add_subplot()
     steps = np.array([r["step"] for r in rows], float)
@@ -50,6 +51,7 @@ def loss_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
 
 def prefix_matching_figure(rows: list[dict[str, Any]], dyn: "Dynamics",
                            key: str = "prefix_matching") -> "Figure":
+    """Every head's ``key`` score (fraction of attention, in [0, 1]) against step, coloured by layer."""
     fig = new_figure(6.5, 3.6)
     ax = fig.add_subplot()
     steps = np.array([r["step"] for r in rows], float)
@@ -70,6 +72,7 @@ def prefix_matching_figure(rows: list[dict[str, Any]], dyn: "Dynamics",
 
 
 def icl_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
+    """The ICL score (late minus early token loss, nats) against step, the phase change marked."""
     fig = new_figure(6.5, 3.2)
     ax = fig.add_subplot()
     steps = np.array([r["step"] for r in rows], float)
@@ -89,6 +92,7 @@ def icl_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
 
 def write_dynamics_figures(rows: list[dict[str, Any]], dyn: "Dynamics",
                            directory: str | Path) -> list[Path]:
+    """Write the loss, prefix-matching, previous-token and ICL PNGs into ``directory``; returns their paths."""
     directory = Path(directory)
     out = []
     for name, fig in (("loss.png", loss_figure(rows, dyn)),

@@ -21,12 +21,14 @@ DPI = 110
 
 
 def new_figure(width: float, height: float, **kwargs: Any) -> "Figure":
+    """A constrained-layout matplotlib ``Figure`` of ``width`` × ``height`` inches."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained", **kwargs)
 
 
 def png_bytes(fig: "Figure", dpi: int = DPI) -> bytes:
+    """The figure rendered as PNG bytes at ``dpi`` (same figure, same bytes)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     if not isinstance(fig.canvas, FigureCanvasAgg):
@@ -40,6 +42,7 @@ def png_bytes(fig: "Figure", dpi: int = DPI) -> bytes:
 
 
 def png_data_uri(data: bytes) -> str:
+    """PNG bytes as a ``data:image/png;base64,…`` URI."""
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
@@ -53,9 +56,11 @@ class FigureView:
     info: dict[str, Any] = field(default_factory=dict)
 
     def png(self) -> bytes:
+        """The figure as PNG bytes."""
         return png_bytes(self.figure)
 
     def data_uri(self) -> str:
+        """The figure as a base64 PNG data URI."""
         return png_data_uri(self.png())
 
     def __repr__(self) -> str:
@@ -66,6 +71,7 @@ class FigureView:
         return self.png()
 
     def fragment(self) -> str:
+        """An HTML fragment: optional title, the figure as an inline ``<img>``, optional caption."""
         import html
 
         alt = html.escape(self.title or "figure")
@@ -74,6 +80,7 @@ class FigureView:
         return f'{head}<img class="figure" alt="{alt}" src="{self.data_uri()}">\n{cap}'
 
     def save(self, path: str | Path) -> Path:
+        """Write the figure to ``path`` (format from its suffix, PNG by default); returns the path."""
         from ..atomic import atomic_write_bytes
 
         path = Path(path)

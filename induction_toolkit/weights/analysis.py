@@ -53,6 +53,7 @@ class WeightAnalysis:
     # --- numbers ---------------------------------------------------------------------------
 
     def heads(self) -> list[Head]:
+        """Every ``(layer, head)`` pair, layer-major."""
         return [(l, h) for l in range(self.n_layers) for h in range(self.n_heads)]
 
     def composition_score(self, mode: str) -> Float[torch.Tensor, "layer head layer head"]:
@@ -98,20 +99,24 @@ class WeightAnalysis:
         return self.model
 
     def qk_blocks(self, layer: int, head: int) -> dict[str, torch.Tensor]:
+        """One head's QK blocks (``tt``, ``tp``, ``pt``, ``pp``; attention logits) on the sampled tokens."""
         E, P = self._embeddings()
         return circuits.qk_blocks(self._folded(), layer, head, E, P)
 
     def ov_block(self, layer: int, head: int) -> torch.Tensor:
+        """One head's OV circuit ``E W_V W_O W_U`` on the sampled tokens (logits, attended × output token)."""
         E, _ = self._embeddings()
         return circuits.ov_block(self._folded(), layer, head, self.token_ids, E)
 
     def virtual_k_block(self, src: Head, dst: Head) -> torch.Tensor:
+        """The token–token K-composition block of ``dst`` reading ``src``'s output (attention logits)."""
         E, _ = self._embeddings()
         return circuits.virtual_k_block(self._folded(), src, dst, E)
 
     # --- presentation ----------------------------------------------------------------------
 
     def head_rows(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per head: sub-diagonal score (std devs), OV eigen score, partners, virtual K."""
         rows = []
         partners = {m: self.partners(m) for m in MODES}
         for l, h in self.heads():
@@ -144,6 +149,7 @@ class WeightAnalysis:
         return self.model is not None and self.token_ids.numel() < self.model.cfg.d_vocab
 
     def to_table(self, title: str | None = None):
+        """A rich table of each head's sub-diagonal and OV eigen scores and its strongest Q/K/V partners."""
         from rich.table import Table
 
         table = Table(title=title)
