@@ -18,7 +18,7 @@ def dynamics(
     """Training dynamics of a run: phase-change window, per-head onset, loss drop, lag fit."""
     from induction_toolkit.dynamics import run_dynamics
     from induction_toolkit.errors import ConfigError
-    from induction_toolkit.training import read_metrics
+    from induction_toolkit.run_dir import figures_dir, read_metrics
 
     if sigma < 0:
         raise ConfigError(f"--sigma must be ≥ 0, got {sigma}")
@@ -27,7 +27,7 @@ def dynamics(
     if figures:
         from induction_toolkit.viz.dynamics_figures import write_dynamics_figures
 
-        written = write_dynamics_figures(read_metrics(run_dir), dyn, Path(run_dir) / "figures")
+        written = write_dynamics_figures(read_metrics(run_dir), dyn, figures_dir(run_dir))
     data = dyn.to_dict()
     data["figures"] = [str(p) for p in written]
     if json_out:

@@ -27,11 +27,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save_bytes
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers.utils import CONFIG_NAME as HF_CONFIG_NAME
 
 from . import __version__
 from .atomic import atomic_write_bytes
 from .errors import CheckpointError, ConfigError
 from .models import build_model, config_from_dict, config_to_dict
+from .run_dir import CHECKPOINT_DIR, is_run_dir, run_checkpoint
+from .run_dir import list_checkpoints  # noqa: F401  (re-exported for older callers)
 
 FORMAT_NAME = "induction-toolkit"
 FORMAT_VERSION = "1"
@@ -44,17 +47,15 @@ META_STEP = "step"
 META_SEED = "seed"
 META_EXTRA = "extra"
 
-RUN_CONFIG_FILENAME = "config.json"
-RUN_CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
-
 # Buffers TransformerLens rebuilds from the config; a state_dict may or may not carry them.
 _DERIVED_BUFFERS = re.compile(r"(\.IGNORE|\.mask|\.rotary_sin|\.rotary_cos)$")
 
 # Exactly the non-tensor types that TransformerLens config dicts contain when pickled.
 _SAFE_GLOBALS = [
     np.dtype,
-    np._core.multiarray.scalar,
+    # numpy scalars pickle as a call to numpy's scalar reconstructor; its module moved in NumPy 2
+    # (numpy.core → numpy._core), so take it from the public pickle protocol instead of a path
+    np.float64(0).__reduce__()[0],
     *[getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")],
     HookedTransformerConfig,
 ]
@@ -89,10 +90,6 @@ class LoadedModel:
         tokenizer = getattr(self.model, "tokenizer", None)
         ids = getattr(tokenizer, "all_special_ids", None) or ()
         return tuple(sorted({int(i) for i in ids if 0 <= int(i) < self.model.cfg.d_vocab}))
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:07d}.safetensors"
 
 
 def save_model(model: HookedTransformer, path: str | Path, *, task: dict | None = None,
@@ -162,47 +159,23 @@ def _looks_like_path(name: str) -> bool:
 
 def _load_directory(p: Path, overrides: dict, device: str | None, step: int | None,
                     dtype: str | None) -> LoadedModel:
-    if (p / RUN_CHECKPOINT_DIR).is_dir():
+    if is_run_dir(p):
         ckpt = run_checkpoint(p, step)
         loaded = _load_file(ckpt, overrides, device)
         loaded.source = "run"
         return loaded
-    if (p / "config.json").is_file():
+    if (p / HF_CONFIG_NAME).is_file():
         from . import pretrained
 
         if not pretrained.is_hf_directory(p):
-            raise CheckpointError(f"{p} has a config.json but is neither a training run (no "
-                                  f"'{RUN_CHECKPOINT_DIR}/' yet) nor a Hugging Face model "
-                                  "(no model_type in config.json)")
+            raise CheckpointError(f"{p} has a {HF_CONFIG_NAME} but is neither a training run (no "
+                                  f"'{CHECKPOINT_DIR}/' yet) nor a Hugging Face model "
+                                  f"(no model_type in {HF_CONFIG_NAME})")
         model, notes = pretrained.load_hf_directory(p, device=device, dtype=dtype)
         return LoadedModel(model, str(p), "hf", notes=notes)
-    raise CheckpointError(f"{p} is a directory but not a training run (no '{RUN_CHECKPOINT_DIR}/')"
-                          " nor a Hugging Face model directory (no config.json); pass a checkpoint"
-                          " file or a run directory")
-
-
-def list_checkpoints(run_dir: str | Path) -> dict[int, Path]:
-    """``{step: path}`` of a run directory's checkpoints, sorted by step."""
-    ckdir = Path(run_dir) / RUN_CHECKPOINT_DIR
-    found = {}
-    for f in ckdir.iterdir() if ckdir.is_dir() else ():
-        m = CHECKPOINT_PATTERN.match(f.name)
-        if m:
-            found[int(m.group(1))] = f
-    return dict(sorted(found.items()))
-
-
-def run_checkpoint(run_dir: str | Path, step: int | None = None) -> Path:
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        raise CheckpointError(f"run directory {run_dir} has no checkpoints yet")
-    if step is None:
-        return ckpts[max(ckpts)]
-    if step not in ckpts:
-        near = ", ".join(str(s) for s in list(ckpts)[:8])
-        raise CheckpointError(f"run {run_dir} has no checkpoint at step {step}; "
-                              f"available: {near}{' …' if len(ckpts) > 8 else ''}")
-    return ckpts[step]
+    raise CheckpointError(f"{p} is a directory but not a training run (no '{CHECKPOINT_DIR}/')"
+                          f" nor a Hugging Face model directory (no {HF_CONFIG_NAME}); pass a "
+                          "checkpoint file or a run directory")
 
 
 def _load_file(p: Path, overrides: dict, device: str | None) -> LoadedModel:

@@ -165,7 +165,7 @@ def analyse(rows: list[dict[str, Any]], *, sigma: float = 1.0) -> Dynamics:
 
 
 def run_dynamics(run_dir: str | Path, *, sigma: float = 1.0) -> Dynamics:
-    from .training.loop import read_metrics, read_run_config
+    from .run_dir import read_metrics, read_run_config
 
     read_run_config(run_dir)
     return analyse(read_metrics(run_dir), sigma=sigma)

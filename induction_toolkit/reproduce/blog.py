@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..dynamics import Dynamics, analyse
 from ..training import TrainConfig, train
-from ..training.loop import read_metrics
+from ..run_dir import config_path, read_metrics
 
 # The blog's model is a from-scratch ``Transformer``: embeddings at unit variance (blog-4l's preset
 # default, see models.PRESET_EMBED_INIT_STD), trained on the fused forward (same math as the
@@ -100,7 +100,7 @@ def reproduce_blog(out: str | Path, *, seeds: tuple[int, ...] = (0, 1, 2), quick
         run_dir = out / f"seed_{seed}"
         t0 = time.perf_counter()
         on_step = (lambda p, s=seed: progress(s, p)) if progress else None
-        exists = (run_dir / "config.json").is_file()
+        exists = config_path(run_dir).is_file()
         train(cfg, run_dir, resume=exists, progress=on_step)
         rows = read_metrics(run_dir)
         dyn = analyse(rows)

@@ -6,7 +6,7 @@ metrics lines past the resumed step are dropped. SIGINT/SIGTERM write a resumabl
 the end of the current step and then re-raise the signal.
 """
 
-import json
+import contextlib
 import math
 import os
 import random
@@ -22,26 +22,19 @@ import torch
 from transformer_lens import HookedTransformer
 
 from .. import __version__
-from ..atomic import atomic_write_text
-from ..checkpoints import (RUN_CHECKPOINT_DIR, RUN_CONFIG_FILENAME, checkpoint_name,
-                           list_checkpoints, load_model, save_model)
-from ..errors import ConfigError, InductionToolkitError
+from ..checkpoints import load_model, save_model
+from ..errors import ConfigError, NonFiniteLossError
 from ..models import (build_model, config_to_dict, default_device, preset_config,
                       preset_embed_init_std)
+from ..run_dir import (CONFIG_FILENAME, checkpoint_path, create_run_dir, figures_dir,
+                       list_checkpoints, read_metrics, read_run_config, state_path, write_metrics)
 from ..tasks.base import TrainingTask
-from ..tasks.registry import make_task, task_from_dict
+from ..tasks.registry import make_task
 from .config import TrainConfig
 from .evaluate import Evaluator
 from .schedule import checkpoint_steps, eval_steps
-from .state import STATE_FILENAME, load_state, save_state
+from .state import ResumeState, TrainState, load_state, restore_rng, save_state
 from .step import dropout_hooks, get_loss_fn, optimizer_options
-
-METRICS_FILENAME = "metrics.jsonl"
-FIGURES_DIR = "figures"
-
-
-class NonFiniteLossError(InductionToolkitError):
-    exit_code = 3
 
 
 @dataclass
@@ -95,31 +88,6 @@ def make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.Op
         return torch.optim.AdamW(model.parameters(), **kwargs)
 
 
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_CONFIG_FILENAME
-    if not Path(run_dir).is_dir() or not path.is_file():
-        raise ConfigError(f"{run_dir} is not a training run (no {RUN_CONFIG_FILENAME})")
-    try:
-        data = json.loads(path.read_text())
-        TrainConfig.from_dict(data["train"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is not a training run config ({exc})") from None
-    return data
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILENAME
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    # Rewritten whole via temp file + rename: a crash leaves the old file or the new one.
-    atomic_write_text(run_dir / METRICS_FILENAME,
-                      "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
-
-
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     if cfg.warmup and step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -164,143 +132,171 @@ def train(config: TrainConfig | None = None, out: str | Path | None = None, *,
     model (eval mode) and every metrics row.
     """
     run_dir = Path(out) if out is not None else None
-    start_step, state = 0, None
-    if resume:
-        if run_dir is None:
-            raise ConfigError("resume needs a run directory")
-        saved = read_run_config(run_dir)
-        stored = TrainConfig.from_dict(saved["train"])
-        if config is not None:
-            diff = config.same_run(stored)
-            if diff:
-                raise ConfigError(f"{run_dir} is a run with another config (differs in "
-                                  f"{', '.join(diff)})")
-            stored.steps, stored.device = config.steps, config.device
-        config = stored
-        if (run_dir / STATE_FILENAME).is_file():
-            state = load_state(run_dir)
-            start_step = int(state["step"])
-    elif config is None:
-        raise ConfigError("train() needs a config (or resume=True with a run directory)")
-    elif run_dir is not None:
-        _prepare_run_dir(run_dir, config)
+    config, saved = _open_run(config, run_dir, resume)
+    run = _Run(config, run_dir, saved)
+    run.run(progress, handle_signals)
+    run.model.eval()
+    return TrainResult(run_dir=run_dir, model=run.model, config=config, task=run.task,
+                       metrics=run.metrics, resumed_from=run.resumed_from)
 
-    device = default_device() if config.device == "auto" else config.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but CUDA is not available")
-    task = build_task(config)
-    model = build_run_model(config, task, device)
-    optimizer = make_optimizer(model, config)
-    generator = torch.Generator().manual_seed(config.seed)
-    metrics: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {"loss_sum": 0.0, "loss_n": 0, "best_pm": 0.0, "elapsed": 0.0}
-    if state is not None:
-        loaded = load_model(run_dir / RUN_CHECKPOINT_DIR / checkpoint_name(start_step), device=device)
-        model.load_state_dict(loaded.model.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        from .state import restore_rng
-        restore_rng(state["rng"], generator)
-        extra.update(state["extra"])
-        metrics = [r for r in read_metrics(run_dir) if r["step"] <= start_step]
-        _write_metrics(run_dir, metrics)
-    elif resume:
-        # Killed before its first checkpoint: start over in the same directory.
-        _prepare_run_dir(run_dir, config, fresh=True)
-    if state is None:
-        # Dropout draws from the global streams: seed them so a run depends on its seed alone.
-        random.seed(config.seed)
-        np.random.seed(config.seed)
-        torch.manual_seed(config.seed)
-    if run_dir is not None:
-        (run_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
 
-    loss_fn = get_loss_fn(config.loss_fn)
-    evaluator = Evaluator(model, task, eval_batch=config.eval_batch, score_batch=config.score_batch)
-    ckpt_at = set(checkpoint_steps(config.steps, every=config.checkpoint_every,
-                                   n_log=config.log_checkpoints))
-    eval_at = set(eval_steps(config.steps, config.eval_every))
-    task_dict = task.to_dict()
-    tokens_per_step = config.batch_size * task.seq_len
-    last_good = start_step if state is not None else None
-
-    def checkpoint(step: int) -> None:
-        nonlocal last_good
-        if run_dir is None:
-            return
-        save_model(model, run_dir / RUN_CHECKPOINT_DIR / checkpoint_name(step), task=task_dict,
-                   step=step, seed=config.seed, extra={"train": config.to_dict()})
-        save_state(run_dir, step=step, optimizer=optimizer, generator=generator, extra=extra)
-        last_good = step
-
-    def evaluate(step: int, train_loss: float | None) -> dict[str, Any]:
-        row = {"step": step, "train_loss": train_loss, **evaluator(model),
-               "lr": _lr_at(config, max(step - 1, 0)), "tokens": step * tokens_per_step,
-               "elapsed_s": round(extra["elapsed"], 3)}
-        extra["best_pm"] = max(extra["best_pm"], max(max(r) for r in row["prefix_matching"]))
-        metrics.append(row)
+def _open_run(config: TrainConfig | None, run_dir: Path | None,
+              resume: bool) -> tuple[TrainConfig, ResumeState | None]:
+    """The run's config and, when resuming past its first checkpoint, the saved state."""
+    if not resume:
+        if config is None:
+            raise ConfigError("train() needs a config (or resume=True with a run directory)")
         if run_dir is not None:
-            _write_metrics(run_dir, metrics)
+            _prepare_run_dir(run_dir, config)
+        return config, None
+    if run_dir is None:
+        raise ConfigError("resume needs a run directory")
+    stored = TrainConfig.from_dict(read_run_config(run_dir)["train"])
+    if config is not None:
+        diff = config.same_run(stored)
+        if diff:
+            raise ConfigError(f"{run_dir} is a run with another config (differs in "
+                              f"{', '.join(diff)})")
+        stored.steps, stored.device = config.steps, config.device
+    if state_path(run_dir).is_file():
+        return stored, load_state(run_dir)
+    # Killed before its first checkpoint: start over in the same directory.
+    _prepare_run_dir(run_dir, stored, fresh=True)
+    return stored, None
+
+
+class _Run:
+    """One training run in progress: model, optimizer, RNG streams, counters, metrics, files.
+
+    Construction builds everything in a fixed order (weights, optimizer, generator, then the
+    restored or freshly seeded RNG streams): a resumed run must consume randomness exactly as the
+    uninterrupted one did.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: Path | None, saved: ResumeState | None):
+        self.config, self.run_dir = config, run_dir
+        self.device = default_device() if config.device == "auto" else config.device
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("device cuda requested but CUDA is not available")
+        self.task = build_task(config)
+        self.model = build_run_model(config, self.task, self.device)
+        self.optimizer = make_optimizer(self.model, config)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.state = TrainState()
+        self.metrics: list[dict[str, Any]] = []
+        self.resumed_from: int | None = None
+        self.last_good: int | None = None  # step of the newest checkpoint on disk
+        if saved is not None:
+            self._restore(saved)
+        else:
+            # Dropout draws from the global streams: seed them so a run depends on its seed alone.
+            random.seed(config.seed)
+            np.random.seed(config.seed)
+            torch.manual_seed(config.seed)
+        if run_dir is not None:
+            figures_dir(run_dir).mkdir(parents=True, exist_ok=True)
+
+        self.loss_fn = get_loss_fn(config.loss_fn)
+        self.evaluator = Evaluator(self.model, self.task, eval_batch=config.eval_batch,
+                                   score_batch=config.score_batch)
+        self.ckpt_at = set(checkpoint_steps(config.steps, every=config.checkpoint_every,
+                                            n_log=config.log_checkpoints))
+        self.eval_at = set(eval_steps(config.steps, config.eval_every))
+        self.task_dict = self.task.to_dict()
+        self.tokens_per_step = config.batch_size * self.task.seq_len
+        self.fwd_hooks = dropout_hooks(self.model, config.dropout)
+
+    def _restore(self, saved: ResumeState) -> None:
+        """Weights from the checkpoint at the saved step; optimizer, RNG, counters from the state."""
+        step = saved.train.step
+        loaded = load_model(checkpoint_path(self.run_dir, step), device=self.device)
+        self.model.load_state_dict(loaded.model.state_dict())
+        self.optimizer.load_state_dict(saved.optimizer)
+        restore_rng(saved.rng, self.generator)
+        self.state = saved.train
+        self.resumed_from = self.last_good = step
+        self.metrics = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
+        write_metrics(self.run_dir, self.metrics)
+
+    def run(self, progress: Callable[[Progress], None] | None, handle_signals: bool) -> None:
+        """Train from the current step to ``config.steps``, evaluating and checkpointing."""
+        if self.resumed_from is None:
+            if 0 in self.eval_at:
+                self.evaluate(0, None)
+            if 0 in self.ckpt_at:
+                self.checkpoint(0)
+        guard = _SignalGuard() if handle_signals else None
+        self.model.train()
+        last_eval = self.metrics[-1] if self.metrics else None
+        with guard if guard is not None else contextlib.nullcontext():
+            for step in range(self.state.step + 1, self.config.steps + 1):
+                loss, dt = self.step(step)
+                if step in self.eval_at:
+                    last_eval = self.evaluate(step, self._take_mean_loss())
+                stopping = guard is not None and guard.received is not None
+                if step in self.ckpt_at or stopping:
+                    self.checkpoint(step)
+                if progress is not None:
+                    progress(Progress(step=step, total=self.config.steps, loss=loss,
+                                      tokens_per_s=self.tokens_per_step / max(dt, 1e-9),
+                                      best_prefix_matching=self.state.best_pm,
+                                      last_eval=last_eval))
+                if stopping:
+                    guard.reraise()
+
+    def step(self, step: int) -> tuple[float, float]:
+        """One optimizer step (1-based ``step``); returns (its training loss in nats, seconds)."""
+        t0 = time.perf_counter()
+        tokens = self.task.sample(self.config.batch_size, self.generator, step=step).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr_at(self.config, step - 1)
+        if self.fwd_hooks:
+            with self.model.hooks(fwd_hooks=self.fwd_hooks):
+                loss = self.loss_fn(self.model, tokens)
+        else:
+            loss = self.loss_fn(self.model, tokens)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            where = f"step {self.last_good}" if self.last_good is not None else "none"
+            raise NonFiniteLossError(f"loss became non-finite at step {step}; "
+                                     f"last good checkpoint: {where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        dt = time.perf_counter() - t0
+        self.state.step = step
+        self.state.elapsed += dt
+        self.state.loss_sum += value
+        self.state.loss_n += 1
+        return value, dt
+
+    def _take_mean_loss(self) -> float:
+        """Mean training loss since the last evaluation (nats); restarts the running sum."""
+        mean = self.state.loss_sum / max(self.state.loss_n, 1)
+        self.state.loss_sum, self.state.loss_n = 0.0, 0
+        return mean
+
+    def evaluate(self, step: int, train_loss: float | None) -> dict[str, Any]:
+        """Evaluate the model, append one metrics row (and rewrite metrics.jsonl); returns it."""
+        row = {"step": step, "train_loss": train_loss, **self.evaluator(self.model),
+               "lr": _lr_at(self.config, max(step - 1, 0)), "tokens": step * self.tokens_per_step,
+               "elapsed_s": round(self.state.elapsed, 3)}
+        self.state.best_pm = max(self.state.best_pm,
+                                 max(max(r) for r in row["prefix_matching"]))
+        self.metrics.append(row)
+        if self.run_dir is not None:
+            write_metrics(self.run_dir, self.metrics)
         return row
 
-    if start_step == 0:
-        if 0 in eval_at:
-            evaluate(0, None)
-        if 0 in ckpt_at:
-            checkpoint(0)
-
-    fwd_hooks = dropout_hooks(model, config.dropout)
-    guard = _SignalGuard() if handle_signals else None
-    model.train()
-    last_eval = metrics[-1] if metrics else None
-    t_last = time.perf_counter()
-    with guard if guard is not None else _nullcontext():
-        for step in range(start_step + 1, config.steps + 1):
-            tokens = task.sample(config.batch_size, generator, step=step).to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(config, step - 1)
-            if fwd_hooks:
-                with model.hooks(fwd_hooks=fwd_hooks):
-                    loss = loss_fn(model, tokens)
-            else:
-                loss = loss_fn(model, tokens)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                where = f"step {last_good}" if last_good is not None else "none"
-                raise NonFiniteLossError(f"loss became non-finite at step {step}; "
-                                         f"last good checkpoint: {where}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            now = time.perf_counter()
-            dt, t_last = now - t_last, now
-            extra["elapsed"] += dt
-            extra["loss_sum"] += value
-            extra["loss_n"] += 1
-            if step in eval_at:
-                mean = extra["loss_sum"] / max(extra["loss_n"], 1)
-                extra["loss_sum"], extra["loss_n"] = 0.0, 0
-                last_eval = evaluate(step, mean)
-                t_last = time.perf_counter()  # evaluation time is not training throughput
-            if step in ckpt_at or (guard is not None and guard.received is not None):
-                checkpoint(step)
-                t_last = time.perf_counter()
-            if progress is not None:
-                progress(Progress(step=step, total=config.steps, loss=value,
-                                  tokens_per_s=tokens_per_step / max(dt, 1e-9),
-                                  best_prefix_matching=extra["best_pm"], last_eval=last_eval))
-            if guard is not None and guard.received is not None:
-                guard.reraise()
-    model.eval()
-    return TrainResult(run_dir=run_dir, model=model, config=config, task=task, metrics=metrics,
-                       resumed_from=start_step if state is not None else None)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    def checkpoint(self, step: int) -> None:
+        """Write the weights at ``step``, then the state that resumes from them."""
+        if self.run_dir is None:
+            return
+        self.state.step = step
+        save_model(self.model, checkpoint_path(self.run_dir, step), task=self.task_dict,
+                   step=step, seed=self.config.seed, extra={"train": self.config.to_dict()})
+        save_state(self.run_dir, self.state, optimizer=self.optimizer, generator=self.generator)
+        self.last_good = step
 
 
 def check_new_run_dir(run_dir: str | Path, config: TrainConfig) -> None:
@@ -308,7 +304,7 @@ def check_new_run_dir(run_dir: str | Path, config: TrainConfig) -> None:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is an existing file, not a run directory")
-    if (run_dir / RUN_CONFIG_FILENAME).is_file():
+    if (run_dir / CONFIG_FILENAME).is_file():
         stored = TrainConfig.from_dict(read_run_config(run_dir)["train"])
         diff = config.same_run(stored)
         if diff:
@@ -322,6 +318,7 @@ def check_new_run_dir(run_dir: str | Path, config: TrainConfig) -> None:
 
 
 def build_run_model_config(config: TrainConfig):
+    """The run's ``HookedTransformerConfig`` (preset, overrides, the task's vocabulary)."""
     task = build_task(config)
     return preset_config(config.preset, **{**config.model_overrides, "d_vocab": task.d_vocab})
 
@@ -330,8 +327,6 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, fresh: bool = False) ->
     if not fresh:
         check_new_run_dir(run_dir, config)
     task = build_task(config)
-    model_cfg = preset_config(config.preset, **{**config.model_overrides, "d_vocab": task.d_vocab})
-    payload = {"train": config.to_dict(), "model": config_to_dict(model_cfg),
-               "task": task.to_dict(), "toolkit_version": __version__}
-    atomic_write_text(run_dir / RUN_CONFIG_FILENAME, json.dumps(payload, indent=2) + "\n")
-    (run_dir / RUN_CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    model_cfg = build_run_model_config(config)
+    create_run_dir(run_dir, {"train": config.to_dict(), "model": config_to_dict(model_cfg),
+                             "task": task.to_dict(), "toolkit_version": __version__})

@@ -1,11 +1,15 @@
-"""Everything besides the weights that a bit-identical resume needs: optimizer and RNG states.
+"""Everything besides the weights that a bit-identical resume needs.
 
-Stored with ``torch.save`` as plain tensors, numbers, lists and dicts only, and read back with
-``weights_only=True`` so loading never executes code.
+``train_state.pt`` holds the optimizer state, every RNG stream and the loop's counters
+(``TrainState``), as plain tensors, numbers, lists and dicts only; it is read back with
+``weights_only=True`` so loading never executes code. Files written before ``TrainState``
+existed kept the counters in a free-form ``extra`` dict; they still load.
 """
 
+import dataclasses
 import io
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +18,49 @@ import torch
 
 from ..atomic import atomic_write_bytes
 from ..errors import CheckpointError
+from ..run_dir import STATE_FILENAME, state_path
 
-STATE_FILENAME = "train_state.pt"
+# 2: counters under "counters" (TrainState); 1 (no key): counters under "extra"
+STATE_FORMAT = 2
+
+
+@dataclass
+class TrainState:
+    """The training loop's counters at the end of ``step``; everything a resume continues from."""
+
+    step: int = 0
+    loss_sum: float = 0.0  # sum of training losses since the last evaluation (nats)
+    loss_n: int = 0  # how many steps that sum holds
+    best_pm: float = 0.0  # best prefix-matching score of any head at any evaluation so far
+    elapsed: float = 0.0  # seconds spent in training steps (evaluation and saving excluded)
+
+    def counters(self) -> dict[str, float | int]:
+        """The fields besides ``step`` as plain Python numbers (``weights_only``-loadable)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "step"}
+
+    @classmethod
+    def from_counters(cls, step: int, counters: dict[str, Any]) -> "TrainState":
+        """Rebuild from saved counters; unknown keys are ignored, missing ones keep defaults."""
+        state = cls(step=int(step))
+        for f in dataclasses.fields(cls):
+            if f.name != "step" and f.name in counters:
+                # int() / float() of the saved Python number: exact, so a resume stays bit-identical
+                setattr(state, f.name, type(f.default)(counters[f.name]))
+        return state
+
+
+@dataclass
+class ResumeState:
+    """What ``train_state.pt`` holds: the counters plus optimizer and RNG states."""
+
+    train: TrainState
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG stream a training step draws from: Python, NumPy, torch (CPU, CUDA), the task's."""
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state()
     state = {
@@ -34,6 +76,7 @@ def capture_rng(generator: torch.Generator) -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Put every stream ``capture_rng`` saved back where it was."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
@@ -44,20 +87,26 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(run_dir: Path, *, step: int, optimizer: torch.optim.Optimizer,
-               generator: torch.Generator, extra: dict[str, Any]) -> Path:
-    payload = {"step": int(step), "optimizer": optimizer.state_dict(),
-               "rng": capture_rng(generator), "extra": extra}
+def save_state(run_dir: Path, state: TrainState, *, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator) -> Path:
+    """Write ``train_state.pt`` atomically; returns its path."""
+    payload = {"format": STATE_FORMAT, "step": int(state.step), "counters": state.counters(),
+               "optimizer": optimizer.state_dict(), "rng": capture_rng(generator)}
     buf = io.BytesIO()
     torch.save(payload, buf)
-    return atomic_write_bytes(Path(run_dir) / STATE_FILENAME, buf.getvalue())
+    return atomic_write_bytes(state_path(run_dir), buf.getvalue())
 
 
-def load_state(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / STATE_FILENAME
+def load_state(run_dir: Path) -> ResumeState:
+    """Read ``train_state.pt`` (either format) without executing code from it."""
+    path = state_path(run_dir)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        counters = payload["counters"] if "counters" in payload else payload["extra"]
+        return ResumeState(train=TrainState.from_counters(payload["step"], counters),
+                           optimizer=payload["optimizer"], rng=payload["rng"])
     except FileNotFoundError:
         raise CheckpointError(f"{run_dir} has no {STATE_FILENAME}; it cannot be resumed") from None
     except Exception as exc:  # a corrupt or foreign file: say so in one line
-        raise CheckpointError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read {path}: {first}") from None

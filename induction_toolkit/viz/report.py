@@ -274,7 +274,7 @@ def dynamics_section(ctx: ReportContext) -> ReportSection:
     if ctx.run_dir is None:
         raise SectionSkipped("the report is of a checkpoint file, not a training run directory")
     from ..dynamics import analyse
-    from ..training import read_metrics
+    from ..run_dir import METRICS_FILENAME, read_metrics
     from . import dynamics as dynamics_views
 
     rows = read_metrics(ctx.run_dir)
@@ -295,7 +295,7 @@ def dynamics_section(ctx: ReportContext) -> ReportSection:
                                                  f"R² {d['lag']['r2']:.3f}",
     }
     ctx.notes.extend(f"dynamics: {n}" for n in d["notes"])
-    intro = ("From the run's metrics.jsonl (log step axis). Olsson et al.: induction heads form "
+    intro = (f"From the run's {METRICS_FILENAME} (log step axis). Olsson et al.: induction heads form "
              "inside the phase change, where the in-context-learning score falls fastest.")
     return ReportSection("dynamics", "Training dynamics",
                          [_kv_table(info), *dynamics_views(ctx.run_dir)], intro=intro)
@@ -325,10 +325,11 @@ def build_report(source: str | Path, *, options: ReportOptions | None = None,
 
     ``on_section(key)`` is called before each section is computed (for progress display).
     """
-    from ..checkpoints import RUN_CHECKPOINT_DIR, load_model
+    from ..checkpoints import load_model
+    from ..run_dir import is_run_dir
 
     loaded = load_model(source, config=config, device=device, step=step)
-    run_dir = Path(source) if (Path(source) / RUN_CHECKPOINT_DIR).is_dir() else None
+    run_dir = Path(source) if is_run_dir(source) else None
     return report_for(loaded, run_dir=run_dir, options=options, on_section=on_section)
 
 

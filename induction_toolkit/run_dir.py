@@ -1,0 +1,175 @@
+"""The run-directory format: every file name, the writers and the readers.
+
+A training run directory holds
+
+- ``config.json``: the ``TrainConfig``, the model config, the task and the toolkit version;
+- ``metrics.jsonl``: one JSON object per evaluation (``step`` first), oldest first;
+- ``checkpoints/step_XXXXXXX.safetensors``: the weights at each scheduled step;
+- ``figures/``: PNGs drawn from the metrics;
+- ``train_state.pt``: optimizer, RNG streams and loop counters of the latest checkpoint.
+
+This module is the only place that spells those names. Analysis and presentation read runs
+through it, never through the training loop, and it imports no torch or TransformerLens, so
+reading a run's metrics is cheap. Every write is atomic (temp file, fsync, rename): a crash, a
+full disk or a kill leaves the previous file or the new one, never half of one.
+"""
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_text
+from .errors import CheckpointError, RunDirError
+
+CONFIG_FILENAME = "config.json"
+METRICS_FILENAME = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+FIGURES_DIR = "figures"
+STATE_FILENAME = "train_state.pt"
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
+
+
+class MetricRows(list):
+    """The metrics rows of a run (a plain list of dicts) plus ``notes`` on anything skipped."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), notes: Iterable[str] = ()):
+        super().__init__(rows)
+        self.notes: list[str] = list(notes)
+
+
+# --- names ------------------------------------------------------------------------------------
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint at ``step`` (zero-padded so names sort by step)."""
+    return f"step_{int(step):07d}.safetensors"
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Path of the checkpoint at ``step`` inside ``run_dir`` (it may not exist yet)."""
+    return Path(run_dir) / CHECKPOINT_DIR / checkpoint_name(step)
+
+
+def config_path(run_dir: str | Path) -> Path:
+    """Path of the run's ``config.json``."""
+    return Path(run_dir) / CONFIG_FILENAME
+
+
+def metrics_path(run_dir: str | Path) -> Path:
+    """Path of the run's ``metrics.jsonl``."""
+    return Path(run_dir) / METRICS_FILENAME
+
+
+def figures_dir(run_dir: str | Path) -> Path:
+    """Path of the run's ``figures/`` folder (it may not exist yet)."""
+    return Path(run_dir) / FIGURES_DIR
+
+
+def state_path(run_dir: str | Path) -> Path:
+    """Path of the run's ``train_state.pt`` (resume state of the latest checkpoint)."""
+    return Path(run_dir) / STATE_FILENAME
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` is a directory laid out as a training run (it has ``checkpoints/``)."""
+    return (Path(path) / CHECKPOINT_DIR).is_dir()
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def list_checkpoints(run_dir: str | Path) -> dict[int, Path]:
+    """``{step: path}`` of a run directory's checkpoints, sorted by step (empty when none)."""
+    ckdir = Path(run_dir) / CHECKPOINT_DIR
+    found = {}
+    for f in ckdir.iterdir() if ckdir.is_dir() else ():
+        m = CHECKPOINT_PATTERN.match(f.name)
+        if m:
+            found[int(m.group(1))] = f
+    return dict(sorted(found.items()))
+
+
+def run_checkpoint(run_dir: str | Path, step: int | None = None) -> Path:
+    """Path of the checkpoint at ``step`` (default: the latest); ``CheckpointError`` if absent."""
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise CheckpointError(f"run directory {run_dir} has no checkpoints yet")
+    if step is None:
+        return ckpts[max(ckpts)]
+    if step not in ckpts:
+        near = ", ".join(str(s) for s in list(ckpts)[:8])
+        raise CheckpointError(f"run {run_dir} has no checkpoint at step {step}; "
+                              f"available: {near}{' …' if len(ckpts) > 8 else ''}")
+    return ckpts[step]
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``config.json`` as a dict, checked to hold a valid training config."""
+    from .training.config import TrainConfig  # dataclasses only: no torch behind it
+
+    path = config_path(run_dir)
+    if not Path(run_dir).is_dir() or not path.is_file():
+        raise RunDirError(f"{run_dir} is not a training run (no {CONFIG_FILENAME})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        TrainConfig.from_dict(data["train"])
+    except (ValueError, KeyError, TypeError) as exc:  # includes ConfigError, UnicodeDecodeError
+        raise RunDirError(f"{path} is not a training run config ({exc})") from None
+    except OSError as exc:
+        raise RunDirError(f"cannot read {path}: {exc.strerror}") from None
+    return data
+
+
+def read_metrics(run_dir: str | Path) -> MetricRows:
+    """Every metrics row of the run, oldest first (empty when it has not evaluated yet).
+
+    A torn last line (a copy or a writer interrupted mid-line) is left out and named in the
+    result's ``notes``; a damaged line anywhere else is a ``RunDirError``.
+    """
+    path = metrics_path(run_dir)
+    if not path.is_file():
+        return MetricRows()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunDirError(f"cannot read {path}: {exc.strerror}") from None
+    lines = [(i, line) for i, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
+    rows, notes = [], []
+    for k, (number, line) in enumerate(lines):
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # also UnicodeDecodeError: a line cut inside a multi-byte character
+            row = None
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+            continue
+        if k == len(lines) - 1:
+            notes.append(f"{METRICS_FILENAME}: its last line ({number}) is incomplete or damaged "
+                         "(a write was interrupted); left out")
+            break
+        raise RunDirError(f"{path}: line {number} is not a metrics row (damaged file); the rows "
+                          f"after it cannot be trusted")
+    return MetricRows(rows, notes)
+
+
+# --- writers ----------------------------------------------------------------------------------
+
+def create_run_dir(run_dir: str | Path, config: dict[str, Any]) -> Path:
+    """Write ``config.json`` (atomically) and the empty ``checkpoints/`` and ``figures/``."""
+    run_dir = Path(run_dir)
+    atomic_write_text(config_path(run_dir), json.dumps(config, indent=2) + "\n")
+    (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    figures_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_metrics(run_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Replace ``metrics.jsonl`` with ``rows``, one JSON object per line, atomically.
+
+    Rewritten whole rather than appended: a crash leaves the old file or the new one, so a reader
+    never sees a torn line from this writer. NaN/inf are refused (JSON cannot carry them).
+    """
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows)
+    return atomic_write_text(metrics_path(run_dir), text)
