@@ -1,13 +1,13 @@
-"""What every subcommand shares: error reporting, JSON output, consoles.
+"""What every subcommand shares: error reporting, JSON output, consoles, common options.
 
 Nothing here imports torch or TransformerLens, so ``induct --help`` stays instant.
 """
 
-import functools
+import errno
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -33,21 +33,29 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def handle_errors(fn: Callable) -> Callable:
-    """Turn the toolkit's user-facing errors into one line on stderr and a non-zero exit."""
+def error_exit(exc: BaseException) -> "typer.Exit | None":
+    """For a failure the user can act on, print its one ``error:`` line and return the Exit.
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from induction_toolkit.errors import InductionToolkitError
+    ``InductionToolkitError`` exits with its ``exit_code`` (2; 3 for a diverged run), an
+    ``OSError`` (unwritable or missing ``--out`` parent, full disk) with 2, an interrupt with 130.
+    Anything else is a bug: returns None so the caller re-raises it with its traceback. The one
+    caller is the app's group (``help.TopLevelHelp.invoke``), so every subcommand gets this.
+    """
+    from induction_toolkit.errors import InductionToolkitError
 
-        try:
-            return fn(*args, **kwargs)
-        except InductionToolkitError as exc:
-            raise fail(str(exc), getattr(exc, "exit_code", 2)) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+    if isinstance(exc, KeyboardInterrupt):
+        return fail("interrupted", 130)
+    if isinstance(exc, InductionToolkitError):
+        return fail(str(exc), exc.exit_code)
+    if isinstance(exc, OSError) and exc.errno != errno.EPIPE:  # a closed pipe is click's to handle
+        return fail(_os_error_line(exc), 2)
+    return None
 
-    return wrapper
+
+def _os_error_line(exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' → '.join(names)}: {reason}" if names else reason
 
 
 def print_json(data: dict) -> None:

@@ -5,10 +5,9 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
-                      handle_errors, print_json, stdout)
+                      print_json, stdout)
 
 
-@handle_errors
 def ablate(
     path: ModelPath,
     method: Annotated[str, typer.Option(help="zero, mean (over batch and positions) or resample (another sequence's).")] = "zero",

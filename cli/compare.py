@@ -5,11 +5,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (DeviceOpt, TokenSeed, check_scoring_options, handle_errors, print_json,
+from ._common import (DeviceOpt, TokenSeed, check_scoring_options, print_json,
                       stderr, stdout)
 
 
-@handle_errors
 def compare(
     models: Annotated[list[str], typer.Argument(help="Checkpoint files, run directories, Hugging Face model directories or TransformerLens model names.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document (every head of every model) and nothing else.")] = False,

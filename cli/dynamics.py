@@ -5,10 +5,9 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonFlag, handle_errors, print_json, stdout
+from ._common import JsonFlag, print_json, stdout
 
 
-@handle_errors
 def dynamics(
     run_dir: Annotated[Path, typer.Argument(help="A training run directory (induct train --out).")],
     json_out: JsonFlag = False,

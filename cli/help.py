@@ -1,4 +1,11 @@
-"""The top-level ``induct --help``, drawn with rich's table and panel only.
+"""The app's top-level group: one error handler for every command, and ``induct --help``.
+
+``TopLevelHelp.invoke`` wraps every subcommand: a user-facing failure (``InductionToolkitError``,
+``OSError``, Ctrl-C) becomes one ``error: …`` line on stderr and its exit code (see
+``_common.error_exit``); anything else is a bug and keeps its traceback. Being the Typer group's
+``cls``, it applies both to the installed ``induct`` and to ``CliRunner().invoke(app, …)``.
+
+The help page is drawn with rich's table and panel only.
 
 Typer's rich help imports ``typer.rich_utils``, which pulls in ``rich.markdown`` (markdown-it)
 and ``rich.traceback``: about 60 ms, as long as importing typer and rich themselves. The
@@ -16,7 +23,19 @@ def _first_paragraph(text: str | None) -> str:
 
 
 class TopLevelHelp(TyperGroup):
-    """The top-level command group, whose ``--help`` is drawn without Typer's rich help."""
+    """The top-level command group: the CLI's one error handler, and a light ``--help``."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the subcommand; a user-facing failure exits with one ``error:`` line."""
+        try:
+            return super().invoke(ctx)
+        except (Exception, KeyboardInterrupt) as exc:
+            from ._common import error_exit
+
+            exit_ = error_exit(exc)
+            if exit_ is None:
+                raise
+            raise exit_ from None
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         """Print the top-level help page (usage, options, commands) to stdout."""

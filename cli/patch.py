@@ -5,10 +5,9 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
-                      TokenSeed, handle_errors, print_json, stdout)
+                      TokenSeed, print_json, stdout)
 
 
-@handle_errors
 def patch(
     path: ModelPath,
     method: Annotated[str, typer.Option(help="exact (batched activation patching) or attribution (one backward).")] = "exact",

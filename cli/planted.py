@@ -5,10 +5,9 @@ from typing import Annotated
 
 import typer
 
-from ._common import handle_errors, stderr
+from ._common import stderr
 
 
-@handle_errors
 def planted(
     out: Annotated[Path, typer.Argument(help="Where to write the .safetensors checkpoint.")],
     seed: Annotated[int, typer.Option(help="Seed of the small random weights of the other heads.")] = 0,

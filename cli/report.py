@@ -5,10 +5,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import ConfigFile, DeviceOpt, TokenSeed, handle_errors, print_json, stderr
+from ._common import ConfigFile, DeviceOpt, TokenSeed, print_json, stderr
 
 
-@handle_errors
 def report(
     path: Annotated[str, typer.Argument(help="Checkpoint file or run directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML file.")] = Path("report.html"),

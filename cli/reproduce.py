@@ -5,12 +5,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonFlag, handle_errors, print_json, stderr, stdout
+from ._common import JsonFlag, print_json, stderr, stdout
 
 EXPERIMENTS = ("blog",)
 
 
-@handle_errors
 def reproduce(
     experiment: Annotated[str, typer.Argument(help="Which result: blog.")],
     more_seeds: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,

@@ -5,10 +5,9 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
-                      TokenSeed, check_scoring_options, handle_errors, print_json, stdout)
+                      TokenSeed, check_scoring_options, print_json, stdout)
 
 
-@handle_errors
 def score(
     path: ModelPath,
     json_out: JsonFlag = False,

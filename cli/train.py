@@ -5,7 +5,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import handle_errors, stderr, stdout
+from induction_toolkit.run_dir import METRICS_FILENAME  # names only: no torch behind it
+
+from ._common import stderr, stdout
 
 
 def _parse_options(items: list[str], what: str) -> dict:
@@ -25,7 +27,6 @@ def _parse_options(items: list[str], what: str) -> dict:
     return out
 
 
-@handle_errors
 def train(
     preset: Annotated[str, typer.Option(help="Model preset (attn-only-1l/2l/4l, blog-4l).")] = "attn-only-2l",
     task: Annotated[str, typer.Option(help="Training task: repeated, copying or text.")] = "repeated",
@@ -38,7 +39,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
     dropout: Annotated[float, typer.Option(help="Attention and residual dropout.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the weights, data and dropout.")] = 0,
-    eval_every: Annotated[int, typer.Option(help="Evaluate (one metrics.jsonl line) every N steps.")] = 50,
+    eval_every: Annotated[int, typer.Option(help=f"Evaluate (one {METRICS_FILENAME} line) every N steps (≤ 10 resolves the induction transition).")] = 10,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Linear checkpoint spacing (default steps/10).")] = None,
     log_checkpoints: Annotated[int, typer.Option(help="Extra log-spaced checkpoints (dense early).")] = 20,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -76,7 +77,7 @@ def train(
 
         check_new_run_dir(out, config)  # every refusal before the progress bar starts
     else:
-        from induction_toolkit.training import read_run_config
+        from induction_toolkit.run_dir import read_run_config
 
         read_run_config(resume)
     run_dir = Path(resume if resume is not None else out)

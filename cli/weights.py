@@ -5,11 +5,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (ConfigFile, JsonFlag, ModelPath, RunStep, handle_errors, print_json, stderr,
+from ._common import (ConfigFile, JsonFlag, ModelPath, RunStep, print_json, stderr,
                       stdout)
 
 
-@handle_errors
 def weights(
     path: ModelPath,
     out: Annotated[Optional[Path], typer.Option(help="Directory for layer_<l>.png, weights.html and weights.json.")] = None,

@@ -22,8 +22,9 @@ from typing import Any, Iterator
 
 import torch
 from transformer_lens import HookedTransformer
+from transformers.utils import CONFIG_NAME  # Hugging Face's own name for a model's config file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ModelUnavailableError
 
 HF_SOURCE = "hf"
 NAME_SOURCE = "pretrained"
@@ -34,10 +35,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 _WEIGHT_FILES = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)$|"
                            r"^(model|pytorch_model)\.(safetensors|bin)\.index\.json$")
-
-
-class ModelUnavailableError(CheckpointError):
-    """A model name the toolkit knows, but whose files are not on this machine."""
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -116,7 +113,7 @@ def cached_snapshot(repo_id: str, cache_dir: str | Path | None = None) -> Path |
     except (HFValidationError, EntryNotFoundError, OSError, ValueError):
         return None
     p = Path(path)
-    return p if (p / "config.json").is_file() else None
+    return p if (p / CONFIG_NAME).is_file() else None
 
 
 def load_named(name: str, *, device: str | None = None, dtype: str | None = None,
@@ -149,7 +146,7 @@ def load_named(name: str, *, device: str | None = None, dtype: str | None = None
 
 def is_hf_directory(path: str | Path) -> bool:
     """A directory whose config.json is a Hugging Face model config (not a training run's)."""
-    f = Path(path) / "config.json"
+    f = Path(path) / CONFIG_NAME
     try:
         data = json.loads(f.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
@@ -159,11 +156,11 @@ def is_hf_directory(path: str | Path) -> bool:
 
 def _read_hf_config(p: Path) -> dict[str, Any]:
     try:
-        data = json.loads((p / "config.json").read_text())
+        data = json.loads((p / CONFIG_NAME).read_text())
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{p}/config.json is not valid JSON ({exc})") from None
+        raise CheckpointError(f"{p / CONFIG_NAME} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{p}/config.json must hold a JSON object")
+        raise CheckpointError(f"{p / CONFIG_NAME} must hold a JSON object")
     return data
 
 
@@ -188,7 +185,7 @@ def _tl_config(p: Path, hf_cfg: dict[str, Any], tl_name: str | None, dtype: torc
             with tempfile.TemporaryDirectory(prefix="induct-hf-config-") as tmp:
                 neutral = Path(tmp) / "model"
                 neutral.mkdir()
-                (neutral / "config.json").write_text(json.dumps(_compat_hf_config(hf_cfg)))
+                (neutral / CONFIG_NAME).write_text(json.dumps(_compat_hf_config(hf_cfg)))
                 cfg = get_pretrained_model_config(str(neutral), dtype=dtype, fold_ln=False,
                                                   **kwargs)
     except NotImplementedError:
@@ -196,7 +193,7 @@ def _tl_config(p: Path, hf_cfg: dict[str, Any], tl_name: str | None, dtype: torc
         raise CheckpointError(f"{p}: architecture {arch} is not supported by TransformerLens' "
                               "conversion") from None
     except (KeyError, AttributeError, TypeError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{p}: cannot convert its config.json to a TransformerLens config "
+        raise CheckpointError(f"{p}: cannot convert its {CONFIG_NAME} to a TransformerLens config "
                               f"({type(exc).__name__}: {_first_line(exc)})") from None
     return _finish_config(cfg, p.name)
 
@@ -228,7 +225,7 @@ def load_hf_directory(path: str | Path, *, device: str | None = None, dtype: str
     p = Path(path)
     hf_cfg = _read_hf_config(p)
     if not any(_WEIGHT_FILES.match(f.name) for f in p.iterdir()):
-        raise CheckpointError(f"{p} has a config.json but no weights (model.safetensors or "
+        raise CheckpointError(f"{p} has a {CONFIG_NAME} but no weights (model.safetensors or "
                               "pytorch_model.bin)")
     torch_dtype = parse_dtype(dtype)
     cfg = _tl_config(p, hf_cfg, tl_name, torch_dtype, cache_dir)

@@ -146,7 +146,7 @@ def read_metrics(run_dir: str | Path) -> MetricRows:
             rows.append(row)
             continue
         if k == len(lines) - 1:
-            notes.append(f"{METRICS_FILENAME}: its last line ({number}) is incomplete or damaged "
+            notes.append(f"{METRICS_FILENAME}: line {number}, the last, is incomplete or damaged "
                          "(a write was interrupted); left out")
             break
         raise RunDirError(f"{path}: line {number} is not a metrics row (damaged file); the rows "

@@ -304,6 +304,12 @@ def check_new_run_dir(run_dir: str | Path, config: TrainConfig) -> None:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is an existing file, not a run directory")
+    existing = next(p for p in (run_dir.absolute(), *run_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {run_dir} cannot be created: {existing} is a file, not a "
+                          "directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {run_dir} cannot be created: {existing} is not writable")
     if (run_dir / CONFIG_FILENAME).is_file():
         stored = TrainConfig.from_dict(read_run_config(run_dir)["train"])
         diff = config.same_run(stored)
