@@ -8,6 +8,10 @@ import typer
 from ._common import JsonFlag, print_json, stdout
 
 
+def _num(x: float | None, fmt: str) -> str:
+    return "—" if x is None else format(x, fmt)
+
+
 def dynamics(
     run_dir: Annotated[Path, typer.Argument(help="A training run directory (induct train --out).")],
     json_out: JsonFlag = False,
@@ -35,20 +39,28 @@ def dynamics(
     from rich.table import Table
 
     table = Table(title=f"dynamics · {run_dir}", header_style="bold")
-    for col in ("head", "final PM", "final prev", "onset", "lag τ", "R²"):
+    for col in ("head", "final PM", "final prev", "onset", "lag τ", "R² (blog form)"):
         table.add_column(col, justify="right")
     strongest = dyn.strongest_head
     for h in sorted(dyn.heads, key=lambda h: -h.final_prefix_matching):
         table.add_row(f"L{h.layer}H{h.head}", f"{h.final_prefix_matching:.3f}",
-                      f"{h.final_previous_token:.3f}",
-                      "-" if h.onset_step is None else str(h.onset_step),
-                      f"{h.lag_steps:+.0f}", f"{h.r2:.3f}",
+                      f"{h.final_previous_token:.3f}", _num(h.onset_step, "d"),
+                      _num(h.lag_steps, "+.0f"), _num(h.r2, ".3f"),
                       style="bold green" if (h.layer, h.head) == strongest else None)
     stdout.print(table)
-    stdout.print(f"phase change: steps {dyn.phase_start}–{dyn.phase_end} (steepest ICL drop at "
-                 f"{dyn.phase_peak}); induction onset {dyn.induction_onset_step} "
-                 f"(L{strongest[0]}H{strongest[1]}); loss drop {dyn.loss_drop_step}; lag "
-                 f"τ = {dyn.lag_steps:+.0f} steps, R² = {dyn.lag_r2:.3f}", style="bold")
+    lag = dyn.lag
+    ci = "—" if lag.ci95 is None else f"[{lag.ci95[0]:+.0f}, {lag.ci95[1]:+.0f}]"
+    phase = ("none" if dyn.phase_start is None else
+             f"steps {dyn.phase_start}–{dyn.phase_end} (steepest ICL drop at {dyn.phase_peak})")
+    stdout.print(f"phase change: {phase}; induction onset {_num(dyn.induction_onset_step, 'd')} "
+                 f"(L{strongest[0]}H{strongest[1]}); loss drop {_num(dyn.loss_drop_step, 'd')}",
+                 style="bold", markup=False)
+    stdout.print(f"lag τ = t_score − t_loss = {_num(lag.steps, '+.0f')} steps, 95% CI {ci} "
+                 f"(positive: the score lags the loss); blog-form R² {_num(lag.r2, '.3f')} vs "
+                 f"null {_num(lag.null_r2, '.3f')} (best of {lag.n_null_heads} non-induction "
+                 f"heads); logistic fits R² score {_num(lag.r2_score_fit, '.3f')}, loss "
+                 f"{_num(lag.r2_loss_fit, '.3f')}", style="bold", markup=False)
+    stdout.print(f"ICL score: {dyn.icl_score_source}", style="dim", markup=False)
     for p in written:
         stdout.print(f"figure: {p}", style="dim", markup=False)
     for note in dyn.notes:

@@ -6,14 +6,22 @@ them alike: ``name`` (registry key), ``d_vocab`` (the model's vocabulary must be
 ``LoadedModel.bos_token_id`` so scoring a run uses the run's BOS), ``special_tokens`` (never drawn
 as random content when scoring), ``sample`` (a training batch from a generator), ``eval_batch``
 (a fixed batch plus the index where its second — repeated — half starts) and ``to_dict``.
+
+A task is one distribution for the whole run: ``sample``'s ``step`` argument exists for the
+protocol's sake and must not change what is drawn (no curriculum: a data change mid-run confounds
+every dynamic measured after it). :func:`heldout_sample` draws held-out sequences of the same
+distribution (the ICL score is measured on them); a task with a held-out split of its own (text)
+provides a ``heldout_sample(batch, seed)`` method.
 """
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Int
 
 
+# runtime_checkable: functions annotated ``-> TrainingTask`` are type-checked under pytest
+@runtime_checkable
 class TrainingTask(Protocol):
     """The interface every training task implements (see the module docstring)."""
 
@@ -40,3 +48,17 @@ class TrainingTask(Protocol):
 def uniform_int(low: int, high: int, generator: torch.Generator) -> int:
     """One integer uniform in ``[low, high]`` drawn from ``generator`` (so it is part of its state)."""
     return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def heldout_sample(task: TrainingTask, batch: int, seed: int) -> Int[torch.Tensor, "batch pos"]:
+    """``batch`` held-out token sequences ``[batch, seq_len]`` of the task's training distribution.
+
+    Drawn with the task's own ``sample`` from a generator seeded with ``seed``, one sequence per
+    call, so choices a task makes once per batch (segment length, offsets) vary over the rows;
+    a task with its own held-out split supplies ``heldout_sample`` and that is used instead.
+    """
+    own = getattr(task, "heldout_sample", None)
+    if own is not None:
+        return own(batch, seed)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([task.sample(1, generator) for _ in range(batch)], dim=0)

@@ -85,6 +85,10 @@ class TextConfig:
         return self._windows(self._split()[1], batch, torch.Generator().manual_seed(seed)), \
             self.seq_len // 2
 
+    def heldout_sample(self, batch: int, seed: int) -> Int[torch.Tensor, "batch pos"]:
+        """Windows ``[batch, seq_len]`` of the held-out corpus tail, drawn as ``sample`` draws them."""
+        return self._windows(self._split()[1], batch, torch.Generator().manual_seed(seed))
+
     def to_dict(self) -> dict:
         """The task's settings as a JSON-ready dict."""
         return dataclasses.asdict(self)

@@ -23,7 +23,7 @@ class TrainConfig:
     batch_size: int = 32
     dropout: float = 0.0
     seed: int = 0
-    eval_every: int = 50
+    eval_every: int = 10  # dense enough to resolve the induction transition (science.md)
     eval_batch: int = 64  # sequences of the task's eval batch (losses, ICL score)
     score_batch: int = 32  # repeated-token sequences for per-head scores
     checkpoint_every: int | None = None  # linear part of the schedule; default steps // 10

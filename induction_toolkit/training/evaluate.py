@@ -1,53 +1,128 @@
 """One evaluation of a model during training: losses, ICL score, per-head scores.
 
-Evaluation is off the hot path: it runs every ``eval_every`` steps, in eval mode, on fixed
-batches that never touch the training RNG streams (so evaluating cannot change the run).
+Evaluation is off the hot path, in eval mode, on fixed batches that never touch the training RNG
+streams (so evaluating cannot change the run). Three fixed batches, each from its own seed:
+
+- the task's **eval batch** (``task.eval_batch``: a first half and a repeated half) gives the
+  losses; the **in-context loss** ``loss_repeated_half`` is the mean loss on the targets from the
+  *second* token of the second copy on (the first token of a copy follows a token never seen
+  before it, so no induction head can predict it: ``shared/science.md``);
+- **held-out samples of the training distribution** (``tasks.base.heldout_sample``, drawn with the
+  task's own ``sample``) give the **ICL score**: mean loss over a late window of token positions
+  minus mean loss over an early window (:func:`icl_windows`). Never the scoring sequences: on
+  repeated random tokens the ICL score *is* the induction loss, so a phase change located with it
+  would coincide with induction by construction;
+- repeated random tokens (``scores.scoring_task``) give the per-head scores.
 """
 
+import math
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from ..scores import icl_score, per_token_loss, score_model, scoring_task
-from ..tasks.base import TrainingTask
+from ..fast_forward import can_fuse, fused_logits
+from ..scores import ICL_CONTEXT, ICL_EARLY, ICL_LATE, per_token_loss, score_model, scoring_task
+from ..tasks.base import TrainingTask, heldout_sample
 
 EVAL_SEED = 1234
 SCORE_SEED = 4321
+# Held-out samples for the ICL score: a seed no other batch of the toolkit uses, and far from the
+# small seeds runs are trained with.
+ICL_SEED = 2**40 + 7
+# Half-width of each ICL window, as a fraction of the context (Olsson's positions ± 5%).
+ICL_WINDOW_FRACTION = 0.05
+
+
+def icl_windows(seq_len: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Inclusive token-index windows ``((early_lo, early_hi), (late_lo, late_hi))`` of the ICL score.
+
+    Olsson's tokens 50 and 500 of 512, scaled to ``seq_len``, each ± 5% of the context, clipped to
+    the tokens that have a loss (``1 .. seq_len − 1``). A window of several positions keeps one
+    position that a late-forming circuit dominates from deciding the score.
+    """
+    if seq_len < 4:
+        raise ValueError(f"an ICL score needs at least 4 tokens, got {seq_len}")
+    half = ICL_WINDOW_FRACTION * seq_len
+
+    def window(centre_of_512: int) -> tuple[int, int]:
+        centre = centre_of_512 * seq_len / ICL_CONTEXT
+        lo = max(1, math.ceil(centre - half))
+        hi = min(seq_len - 1, math.floor(centre + half))
+        if hi < lo:  # a context too short for a ±5% window: the nearest valid token
+            lo = hi = min(seq_len - 1, max(1, round(centre)))
+        return lo, hi
+
+    early, late = window(ICL_EARLY), window(ICL_LATE)
+    if late[0] <= early[1]:  # tiny contexts: keep the two windows apart
+        late = (early[1] + 1, max(late[1], early[1] + 1))
+    return early, late
+
+
+def windowed_icl_score(loss: Float[torch.Tensor, "batch pos_minus_1"],
+                       windows: tuple[tuple[int, int], tuple[int, int]]) -> float:
+    """Mean loss (nats) on the late window's tokens minus the early window's (negative = ICL).
+
+    ``loss`` is ``per_token_loss`` output, whose column ``i`` is the loss on token ``i + 1``.
+    """
+    (e_lo, e_hi), (l_lo, l_hi) = windows
+    return float(loss[:, l_lo - 1:l_hi].mean() - loss[:, e_lo - 1:e_hi].mean())
+
+
+def in_context_loss(loss: Float[torch.Tensor, "batch pos_minus_1"], split: int) -> float:
+    """Mean loss (nats) on the repeated half's targets from token ``split + 1`` on.
+
+    ``split`` is the index of the second copy's first token, which no induction head can predict
+    (its preceding token has not occurred before), so it is excluded: column ``i`` of ``loss`` is
+    the loss on token ``i + 1``, and the first kept column is ``split``.
+    """
+    return float(loss[:, split:].mean())
 
 
 class Evaluator:
+    """Evaluates a model on the fixed batches of a task; calling it returns one metrics row."""
+
     def __init__(self, model: HookedTransformer, task: TrainingTask, *, eval_batch: int,
                  score_batch: int):
         self.task = task
         self.tokens, self.split = task.eval_batch(eval_batch, EVAL_SEED)
+        self.icl_tokens = heldout_sample(task, eval_batch, ICL_SEED)
+        self.windows = icl_windows(self.icl_tokens.shape[1])
         self.score_task, _ = scoring_task(model, bos_token_id=task.bos_token_id,
                                           exclude=task.special_tokens)
         self.score_batch = score_batch
 
     @torch.no_grad()
     def __call__(self, model: HookedTransformer) -> dict[str, Any]:
+        """One metrics row: losses (nats), ICL score (nats), per-head scores ``[layer][head]``."""
         was_training = model.training
         model.eval()
         try:
-            tokens = self.tokens.to(model.cfg.device)
-            loss = per_token_loss(model(tokens, return_type="logits"), tokens).cpu()
-            first = loss[:, : self.split - 1]
-            second = loss[:, self.split - 1:]
-            icl, _, _ = icl_score(loss)
+            loss = _per_token_loss(model, self.tokens)
+            icl_loss = _per_token_loss(model, self.icl_tokens)
             scores = score_model(model, task=self.score_task, batch=self.score_batch,
                                  seed=SCORE_SEED)
         finally:
             model.train(was_training)
+        (e_lo, e_hi), (l_lo, l_hi) = self.windows
         return {
             "eval_loss": float(loss.mean()),
-            "loss_first_half": float(first.mean()),
-            "loss_repeated_half": float(second.mean()),
-            "icl_score": icl,
-            "score_icl": scores.icl_score,
+            "loss_first_half": float(loss[:, : self.split - 1].mean()),
+            "loss_repeated_half": in_context_loss(loss, self.split),
+            "icl_score": windowed_icl_score(icl_loss, self.windows),
+            "icl_windows": {"early": [e_lo, e_hi], "late": [l_lo, l_hi]},
             "prefix_matching": _rounded(scores.prefix_matching),
             "previous_token": _rounded(scores.previous_token),
         }
+
+
+def _per_token_loss(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    # the fused forward when it applies: the same logits within 1e-6 (tests/test_fast_forward.py)
+    # at about half the cost of the hooked one, which matters at one evaluation per 10 steps
+    tokens = tokens.to(model.cfg.device)
+    logits = fused_logits(model, tokens) if can_fuse(model) else model(tokens, return_type="logits")
+    return per_token_loss(logits, tokens).cpu()
 
 
 def _rounded(t: torch.Tensor) -> list[list[float]]:

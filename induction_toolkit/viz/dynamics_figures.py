@@ -1,5 +1,6 @@
 """Figures of training dynamics (log step axis): loss with the phase change shaded, every head's
-prefix-matching score, the ICL score, and the blog reproduction over seeds."""
+prefix-matching score, the ICL score, the lag's two fitted onsets, and the blog reproduction
+over seeds."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,11 +24,17 @@ def _positive(steps: np.ndarray, *ys: np.ndarray):
 
 
 def _mark(ax, dyn: "Dynamics") -> None:
-    ax.axvspan(max(dyn.phase_start, 1), max(dyn.phase_end, 1), color="gold", alpha=0.3,
-               label="phase change")
-    ax.axvline(max(dyn.induction_onset_step, 1), color="tab:green", ls="--", lw=1,
-               label="induction onset")
-    ax.axvline(max(dyn.loss_drop_step, 1), color="tab:red", ls=":", lw=1, label="loss drop")
+    if dyn.phase_start is not None:
+        ax.axvspan(max(dyn.phase_start, 1), max(dyn.phase_end, 1), color="gold", alpha=0.3,
+                   label="phase change")
+    if dyn.induction_onset_step is not None:
+        ax.axvline(max(dyn.induction_onset_step, 1), color="tab:green", ls="--", lw=1,
+                   label="induction onset (fit)")
+    if dyn.lag.loss_onset_step is not None:
+        ax.axvline(max(dyn.lag.loss_onset_step, 1), color="tab:purple", ls="-.", lw=1,
+                   label="in-context loss onset (fit)")
+    if dyn.loss_drop_step is not None:
+        ax.axvline(max(dyn.loss_drop_step, 1), color="tab:red", ls=":", lw=1, label="loss drop")
 
 
 def loss_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
@@ -36,7 +43,8 @@ def loss_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
     ax = fig.add_subplot()
     steps = np.array([r["step"] for r in rows], float)
     for key, label in (("eval_loss", "eval loss"), ("loss_first_half", "first half"),
-                       ("loss_repeated_half", "repeated half"), ("train_loss", "train loss")):
+                       ("loss_repeated_half", "in-context (repeated half, 2nd token on)"),
+                       ("train_loss", "train loss")):
         ys = np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
         x, y = _positive(steps, ys)
         ax.plot(x, y, label=label, lw=1.5 if key == "eval_loss" else 1)
@@ -76,29 +84,69 @@ def icl_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
     fig = new_figure(6.5, 3.2)
     ax = fig.add_subplot()
     steps = np.array([r["step"] for r in rows], float)
-    for key, label, style in (("score_icl", "ICL score, repeated tokens (phase change)", "-"),
-                              ("icl_score", "ICL score, task eval batch", "--")):
-        if all(key in r for r in rows):
-            x, y = _positive(steps, np.array([r[key] for r in rows], float))
-            ax.plot(x, y, color="black", lw=1.5 if style == "-" else 1, ls=style, label=label)
+    # new runs: icl_score on held-out training samples; old runs may only have score_icl
+    key = "icl_score" if all("icl_score" in r for r in rows) else "score_icl"
+    if all(key in r for r in rows):
+        x, y = _positive(steps, np.array([r[key] for r in rows], float))
+        label = ("ICL score, held-out training samples" if dyn.icl_windows is not None
+                 else f"ICL score (old run: {key})")
+        ax.plot(x, y, color="black", lw=1.5, label=label)
     _mark(ax, dyn)
     ax.set_xscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("late − early token loss")
+    ax.set_ylabel("late − early window loss (nats)")
     ax.legend(fontsize=7)
-    ax.set_title("In-context-learning score")
+    w = dyn.icl_windows
+    ax.set_title("In-context-learning score" + ("" if w is None else
+                 f": tokens {w['late'][0]}–{w['late'][1]} minus {w['early'][0]}–{w['early'][1]}"))
+    return fig
+
+
+def lag_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
+    """The strongest head's prefix-matching and the in-context loss, each with its fitted
+    logistic and onset (linear step axis: the lag is a difference of steps)."""
+    fig = new_figure(6.5, 3.6)
+    ax = fig.add_subplot()
+    twin = ax.twinx()
+    steps = np.array([r["step"] for r in rows], float)
+    layer, head = dyn.strongest_head
+    loss = np.array([r.get("loss_repeated_half", r["eval_loss"]) for r in rows], float)
+    pm = np.array([r["prefix_matching"][layer][head] for r in rows], float)
+    ax.plot(steps, loss, ".", color="tab:red", ms=3, label="in-context loss")
+    twin.plot(steps, pm, ".", color="tab:green", ms=3, label=f"L{layer}H{head} prefix-matching")
+    grid = np.linspace(steps[0], steps[-1], 400)
+    lag = dyn.lag
+    if lag.loss_fit is not None:
+        ax.plot(grid, lag.loss_fit(grid), color="tab:red", lw=1)
+        ax.axvline(lag.loss_fit.centre, color="tab:red", ls=":", lw=1)
+    if lag.score_fit is not None:
+        twin.plot(grid, lag.score_fit(grid), color="tab:green", lw=1)
+        twin.axvline(lag.score_fit.centre, color="tab:green", ls=":", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("in-context loss (nats)")
+    twin.set_ylabel("prefix-matching")
+    twin.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="center left")
+    twin.legend(fontsize=7, loc="center right")
+    if lag.steps is None:
+        ax.set_title("Lag: no onset on one of the two series")
+    else:
+        ci = "—" if lag.ci95 is None else f"[{lag.ci95[0]:+.0f}, {lag.ci95[1]:+.0f}]"
+        ax.set_title(f"τ = t_score − t_loss = {lag.steps:+.0f} steps (95% CI {ci})")
     return fig
 
 
 def write_dynamics_figures(rows: list[dict[str, Any]], dyn: "Dynamics",
                            directory: str | Path) -> list[Path]:
-    """Write the loss, prefix-matching, previous-token and ICL PNGs into ``directory``; returns their paths."""
+    """Write the loss, prefix-matching, previous-token, ICL and lag PNGs into ``directory``;
+    returns their paths."""
     directory = Path(directory)
     out = []
     for name, fig in (("loss.png", loss_figure(rows, dyn)),
                       ("prefix_matching.png", prefix_matching_figure(rows, dyn)),
                       ("previous_token.png", prefix_matching_figure(rows, dyn, "previous_token")),
-                      ("icl_score.png", icl_figure(rows, dyn))):
+                      ("icl_score.png", icl_figure(rows, dyn)),
+                      ("lag.png", lag_figure(rows, dyn))):
         out.append(atomic_write_bytes(directory / name, png_bytes(fig)))
     return out
 
@@ -117,7 +165,8 @@ def seeds_figure(runs: list[tuple[int, list[dict[str, Any]], "Dynamics"]]) -> "F
         x, l_, p_ = _positive(steps, loss, pm)
         ax.plot(x, l_, color=color, lw=1.5, label=f"seed {seed} loss")
         twin.plot(x, p_, color=color, lw=1, ls="--", label=f"seed {seed} L{layer}H{head} PM")
-        ax.axvline(max(dyn.induction_onset_step, 1), color=color, lw=0.8, ls=":")
+        if dyn.induction_onset_step is not None:
+            ax.axvline(max(dyn.induction_onset_step, 1), color=color, lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("eval loss (solid)")
