@@ -54,7 +54,7 @@ def test_importing_run_dir_imports_neither_torch_nor_transformer_lens():
             "print(sorted(m for m in ('torch', 'transformer_lens', 'transformers') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=60)
+                         timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -145,8 +145,10 @@ def _same_run(a: Path, b: Path, step: int):
     wa = load_file(run_dir.checkpoint_path(a, step))
     wb = load_file(run_dir.checkpoint_path(b, step))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
-    assert strip(run_dir.read_metrics(a)) == strip(run_dir.read_metrics(b))
+    def untimed(rows):
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+    assert untimed(run_dir.read_metrics(a)) == untimed(run_dir.read_metrics(b))
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,10 @@ Resuming continues bit-for-bit: weights come from the checkpoint, optimizer and 
 (Python, NumPy, torch, the task's generator) from ``train_state.pt`` written right after it, and
 metrics lines past the resumed step are dropped. SIGINT/SIGTERM write a resumable checkpoint at
 the end of the current step and then re-raise the signal.
+
+Shape: ``train`` = ``_open_run`` (new run, or config and ``TrainState`` of the one to resume) →
+``_Run`` (builds model, optimizer and RNG streams in a fixed order) → ``_Run.run``, a loop of
+``step`` / ``evaluate`` / ``checkpoint``. File names and formats belong to ``run_dir``.
 """
 
 import contextlib
@@ -51,7 +55,9 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    run_dir: Path
+    """A finished run: its directory (None when nothing was written), model, config and metrics."""
+
+    run_dir: Path | None
     model: HookedTransformer
     config: TrainConfig
     task: TrainingTask
@@ -70,6 +76,7 @@ def build_task(cfg: TrainConfig) -> TrainingTask:
 
 
 def build_run_model(cfg: TrainConfig, task: TrainingTask, device: str) -> HookedTransformer:
+    """The run's freshly initialised model (seeded by ``cfg.seed``) on ``device``."""
     overrides = {**cfg.model_overrides, "d_vocab": task.d_vocab}
     model_cfg = preset_config(cfg.preset, **overrides)
     if task.seq_len > model_cfg.n_ctx:
@@ -81,6 +88,7 @@ def build_run_model(cfg: TrainConfig, task: TrainingTask, device: str) -> Hooked
 
 
 def make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s parameters (fused where the device and torch allow it)."""
     kwargs = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     try:
         return torch.optim.AdamW(model.parameters(), **kwargs, **optimizer_options(cfg.loss_fn))
