@@ -214,3 +214,32 @@ def test_a_full_disk_during_cli_training_is_one_line_and_keeps_the_run(tmp_path,
     _one_error_line(r, 2, os.strerror(errno.ENOSPC))
     assert [row["step"] for row in run_dir.read_metrics(out)] == [0]
     assert list(run_dir.list_checkpoints(out)) == [0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_cli_training_saves_a_resumable_checkpoint_and_exits_130(tmp_path):
+    import signal
+    import time
+
+    from induction_toolkit.training.state import load_state
+
+    induct = shutil.which("induct", path=str(Path(sys.executable).parent)) or shutil.which("induct")
+    if induct is None:
+        pytest.skip("the induct entry point is not installed")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([induct, "train", "--preset", "attn-only-1l", "--steps", "100000",
+                             "--eval-every", "100000", "--checkpoint-every", "100000",
+                             "--log-checkpoints", "0", "--batch-size", "2", "--out", str(out),
+                             "--quiet", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not run_dir.list_checkpoints(out) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # some steps past checkpoint 0
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines() == ["error: interrupted"]
+    steps = list(run_dir.list_checkpoints(out))
+    assert len(steps) == 2 and steps[0] == 0 and 0 < steps[1] < 100000
+    assert load_state(out).train.step == steps[1]  # the state matches the interrupt checkpoint
