@@ -25,7 +25,8 @@ def report(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from induction_toolkit.errors import ConfigError
-    from induction_toolkit.viz.report import ReportOptions, build_report
+    from induction_toolkit.report import ReportOptions, build_report
+    from induction_toolkit.viz.report import render
 
     for name, value in (("--seq-len", seq_len), ("--batch", batch), ("--top", top)):
         if value < 1:
@@ -38,14 +39,15 @@ def report(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=stderr, transient=True) as progress:
         task = progress.add_task("loading", total=None)
-        result = build_report(path, options=options, step=step, config=config, device=device,
+        report = build_report(path, options=options, step=step, config=config, device=device,
                               on_section=lambda key: progress.update(task, description=key))
         progress.update(task, description="writing HTML")
-        written = result.save(out)
+        page = render(report)
+        written = page.save(out)
     size = written.stat().st_size
     if json_out:
-        print_json({"out": str(out), "bytes": size, **result.to_dict()})
+        print_json({"out": str(out), "bytes": size, **page.to_dict(), **report.to_dict()})
         return
-    stderr.print(f"wrote {out} ({size / 1e6:.1f} MB): {', '.join(s.key for s in result.sections)}")
-    for key, why in result.omitted.items():
+    stderr.print(f"wrote {out} ({size / 1e6:.1f} MB): {', '.join(report.sections)}")
+    for key, why in report.omitted.items():
         stderr.print(f"note: section '{key}' left out: {why}", style="dim", markup=False)

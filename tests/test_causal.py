@@ -154,6 +154,53 @@ def test_exact_by_position_equals_transformer_lens_on_planted(planted):
     assert ind[task.prefix_len + task.seq_len:].sum() == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.parametrize("family, engines", [("fused", ("fused_by_head", "fused_by_position")),
+                                              ("batched", ("batched", "batched"))])
+def test_each_engine_equals_transformer_lens_and_is_recorded(planted, family, engines):
+    task, _ = causal_task(planted.model, seq_len=4, repeats=2, bos_token_id=planted.bos_token_id)
+    pair = make_prompt_pair(task, 3, seed=4)
+    result = patch_heads(planted.model, pair.clean, pair.corrupted, pair.metric, by_position=True,
+                         engine=family, max_rows=10)
+    assert (result.data["engine"], result.data["position_engine"]) == engines
+    assert torch.allclose(result.patched, _tl_patching(planted.model, pair, pair.metric, False),
+                          atol=1e-5)
+    tl_by_pos = _tl_patching(planted.model, pair, pair.metric, True)
+    expect = normalised_effect(tl_by_pos, result.clean_metric, result.corrupted_metric, "denoising")
+    assert torch.allclose(result.position_effects, expect, atol=1e-5)
+    assert result.to_dict()["data"]["engine"] == engines[0]
+
+
+def test_engine_choice_follows_what_the_model_allows(planted, planted_pair):
+    """Fused on a plain HookedTransformer; batched under a hook or with a config the fused forward
+    does not cover (RMSNorm), where it still equals TransformerLens; "fused" then says why not."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from induction_toolkit.errors import ConfigError
+
+    task, pair = planted_pair
+    model = planted.model
+    auto = patch_heads(model, pair.clean, pair.corrupted, pair.metric)
+    assert auto.data["engine"] == "fused_by_head"
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+        hooked = patch_heads(model, pair.clean, pair.corrupted, pair.metric)
+        with pytest.raises(ConfigError, match="hooks attached"):
+            patch_heads(model, pair.clean, pair.corrupted, pair.metric, engine="fused")
+    assert hooked.data["engine"] == "batched"
+    assert torch.allclose(hooked.patched, auto.patched, atol=1e-5)
+    with pytest.raises(ConfigError, match="unknown patching engine"):
+        patch_heads(model, pair.clean, pair.corrupted, pair.metric, engine="fast")
+
+    torch.manual_seed(0)
+    rms = HookedTransformer(HookedTransformerConfig(
+        n_layers=2, d_model=32, n_heads=2, d_head=16, n_ctx=pair.clean.shape[1], d_vocab=model.cfg.d_vocab,
+        attn_only=True, normalization_type="RMS", act_fn="relu", device="cpu"))
+    result = patch_heads(rms, pair.clean, pair.corrupted, pair.metric, by_position=True)
+    assert (result.data["engine"], result.data["position_engine"]) == ("batched", "batched")
+    assert torch.allclose(result.patched, _tl_patching(rms, pair, pair.metric, False), atol=1e-5)
+    with pytest.raises(ConfigError, match="normalization_type"):
+        patch_heads(rms, pair.clean, pair.corrupted, pair.metric, engine="fused")
+
+
 def test_full_forward_fallback_gives_the_same_numbers(planted, planted_pair, monkeypatch):
     task, pair = planted_pair
     fast = patch_heads(planted.model, pair.clean, pair.corrupted, pair.metric)
@@ -351,6 +398,9 @@ def test_cli_patch_json_contract(planted_file):
     best = max(data["heads"], key=lambda r: r["effect"])
     assert (best["layer"], best["head"]) == (1, 2) and best["effect"] == pytest.approx(1, abs=0.05)
     assert len(data["positions"]) == 8 and len(data["positions"][0]["effects"]) == 17
+    assert data["data"]["engine"] == "fused_by_head"
+    assert data["data"]["position_engine"] == "fused_by_position"
+    assert data["data"]["batch"] == 8  # the prompt pair's settings sit beside the engine
     attr = _json("patch", planted_file, "--json", "--seq-len", 8, "--batch", 8,
                  "--method", "attribution")
     assert attr["ranking"][0] == "L1H2"

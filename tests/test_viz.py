@@ -58,11 +58,14 @@ def test_attention_view_selects_the_planted_heads_and_shows_their_patterns(plant
     from induction_toolkit import viz
     from induction_toolkit.viz.attention import default_tokens
 
+    from induction_toolkit.scores import score_model
+
     tokens = default_tokens(planted.model, seq_len=10, repeats=2, bos_token_id=planted.bos_token_id)
-    view = viz.attention(planted.model, tokens, heads="induction", top=1,
+    scores = score_model(planted.model, bos_token_id=planted.bos_token_id, batch=16)
+    view = viz.attention(planted.model, tokens, heads="induction", top=1, scores=scores,
                          bos_token_id=planted.bos_token_id)
     assert view.info["heads"] == ["L1H2"]  # the planted circuit's induction head
-    prev = viz.attention(planted.model, tokens, heads="previous_token", top=1,
+    prev = viz.attention(planted.model, tokens, heads="previous_token", top=1, scores=scores,
                          bos_token_id=planted.bos_token_id)
     assert prev.info["heads"] == ["L0H1"]
 
@@ -118,6 +121,19 @@ def test_unknown_head_selection_is_a_user_error(planted):
         viz.attention(planted.model, heads="copying")
     with pytest.raises(ConfigError, match="no head L5H0"):
         viz.attention(planted.model, heads=[(5, 0)])
+
+
+def test_views_draw_results_and_name_the_call_that_makes_them(planted):
+    """viz runs no analysis: a view that needs scores or a weight analysis says how to get it."""
+    from induction_toolkit import viz
+    from induction_toolkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="score_model"):
+        viz.attention(planted.model, heads="induction")
+    with pytest.raises(ConfigError, match="score_model"):
+        viz.scores(planted.model)
+    with pytest.raises(ConfigError, match="analyze_weights"):
+        viz.blocks(planted.model, 1, 2)
 
 
 def test_scores_figure_is_a_png_with_one_panel_per_score(planted):
@@ -277,25 +293,34 @@ def tiny_run(tmp_path_factory):
 
 def test_dynamics_views_of_a_run(tiny_run):
     from induction_toolkit import viz
+    from induction_toolkit.dynamics import analyse
+    from induction_toolkit.run_dir import read_metrics
 
-    views = viz.dynamics(tiny_run)
+    rows = read_metrics(tiny_run)
+    views = viz.plot_dynamics(analyse(rows), rows)
     assert [v.title for v in views] == ["Loss", "Prefix-matching per head",
-                                       "Previous-token score per head", "ICL score"]
+                                       "Previous-token score per head", "ICL score",
+                                       "Lag of the in-context loss behind the score"]
     doc = views._repr_html_()
-    assert doc.count('src="data:image/png;base64,') == 4 and external_refs(doc) == []
+    assert doc.count('src="data:image/png;base64,') == 5 and external_refs(doc) == []
 
 
 def test_report_of_a_run_directory_has_dynamics_and_a_file_report_says_why_not(tiny_run,
                                                                                 planted_report):
-    from induction_toolkit.viz.report import build_report
+    from induction_toolkit.report import build_report
+    from induction_toolkit.viz.report import render
 
     report = build_report(tiny_run, device="cpu", options=_small_options())
     assert report.to_dict()["sections"] == ["model", "scores", "attention", "causal", "weights",
                                            "dynamics"]
     assert report.meta["step"] == 6  # the run's last checkpoint
-    doc = report.to_html()
+    # one layer: no head sits upstream of another, so no path to patch, and the report says so
+    path = report.to_dict()["path_patching"]
+    assert path["ran"] is False and "not in increasing layers" in path["reason"]
+    doc = render(report).to_html()
+    assert "not in increasing layers" in _section(doc, "causal")
     dyn = doc[doc.index('<section id="dynamics">'):]
-    assert dyn[:dyn.index("</section>")].count('src="data:image/png;base64,') == 4
+    assert dyn[:dyn.index("</section>")].count('src="data:image/png;base64,') == 5
     assert external_refs(doc) == []
     data, _ = planted_report
     assert "training run" in data["omitted"]["dynamics"]
@@ -306,23 +331,23 @@ def test_report_of_the_trained_model_agrees_with_its_scores(trained_2l):
     training dynamics single out: induction heads in layer 1, fed by a layer-0 previous-token head
     (three computations: the fixture's scores, the report's ranking, the run's dynamics)."""
     from induction_toolkit.scores import head_label
-    from induction_toolkit.viz.report import ReportOptions, build_report
+    from induction_toolkit.report import ReportOptions, build_report
+    from induction_toolkit.viz.report import render
 
     report = build_report(trained_2l.run_dir, device="cpu", options=ReportOptions(batch=32))
     induction = {head_label(l, h) for l, h, _ in trained_2l.scores.induction_heads()}
-    attention = next(s for s in report.sections if s.key == "attention")
-    induction_view, previous_view = attention.parts
-    assert induction_view.info["heads"][0] in induction
-    assert induction_view.info["heads"][0].startswith("L1")
-    assert head_label(*trained_2l.previous_token_head) in previous_view.info["heads"]
-    doc = report.to_html()
+    induction_view, previous_view = report.attention
+    assert induction_view.labels[0] in induction
+    assert induction_view.labels[0].startswith("L1")
+    assert head_label(*trained_2l.previous_token_head) in previous_view.labels
+    doc = render(report).to_html()
     dyn = _section(doc, "dynamics")
     strongest = re.search(r"<th>strongest induction head</th><td>(L\dH\d)</td>", dyn).group(1)
     assert strongest in induction
-    assert dyn.count('src="data:image/png;base64,') == 4
+    assert dyn.count('src="data:image/png;base64,') == 5
 
 
 def _small_options():
-    from induction_toolkit.viz.report import ReportOptions
+    from induction_toolkit.report import ReportOptions
 
     return ReportOptions(batch=8)

@@ -3,28 +3,34 @@
 In a notebook::
 
     from induction_toolkit import viz
-    viz.attention(model, heads="induction")   # circuitsvis patterns of the top induction heads
-    viz.scores(model)                          # per-head score heatmaps
+    from induction_toolkit.scores import score_model
 
-Every view displays itself inline (``_repr_html_`` / ``_repr_png_``), carries everything it needs
-(no CDN, no network probe) and has ``.fragment()`` for embedding and ``.save(path)``.
+    scores = score_model(model)
+    viz.scores(scores)                                      # per-head score heatmaps
+    viz.attention(model, heads="induction", scores=scores)  # circuitsvis patterns of the top heads
+
+Views draw results the library computed (``HeadScores``, ``WeightAnalysis``, ``Dynamics``, a
+``report.Report``); they run no analysis themselves (``tests/test_viz_layering.py``). Every view
+displays itself inline (``_repr_html_`` / ``_repr_png_``), carries everything it needs (no CDN, no
+network probe) and has ``.fragment()`` for embedding and ``.save(path)``.
 """
 
 from typing import Any
 
-from .attention import attention, select_heads
+from ..errors import ConfigError
+from .attention import attention, attention_view, select_heads
 from .circuits import CircuitsView, circuitsvis_bundle
 from .figures import FigureView, scores_figure
 
 
-def scores(model_or_scores: Any, **score_kwargs: Any) -> FigureView:
-    """Heatmaps of every head's scores; pass a model (scored now) or a ``HeadScores``."""
-    from ..scores import HeadScores, score_model
+def scores(scores: Any) -> FigureView:
+    """Heatmaps of every head's scores, from a ``HeadScores`` (``scores.score_model(model)``)."""
+    from ..scores import HeadScores
 
-    s = model_or_scores
-    if not isinstance(s, HeadScores):
-        s = score_model(model_or_scores, **score_kwargs)
-    return scores_figure(s)
+    if not isinstance(scores, HeadScores):
+        raise ConfigError(f"viz.scores draws a HeadScores, got {type(scores).__name__}: "
+                          "score the model first with induction_toolkit.scores.score_model(model)")
+    return scores_figure(scores)
 
 
 def blocks(model: Any, layer: int, head: int | None = None, *, analysis: Any = None,
@@ -33,13 +39,15 @@ def blocks(model: Any, layer: int, head: int | None = None, *, analysis: Any = N
 
     QK circuit in token/position bases as a 2×2 block image (rows = queries), the OV circuit and,
     for later layers, the virtual K-composition blocks (see :mod:`induction_toolkit.weights`).
-    Pass ``analysis`` (``weights.analyze_weights(model)``) to reuse one across calls.
+    ``analysis`` is ``weights.analyze_weights(model)`` (one serves every call); ``model`` may be
+    ``None`` and is only checked against it.
     """
     from ..scores import head_label
-    from ..weights import analyze_weights
     from ..weights.figures import head_figure, layer_figure
 
-    analysis = analysis if analysis is not None else analyze_weights(model)
+    if analysis is None:
+        raise ConfigError("viz.blocks draws a WeightAnalysis: pass "
+                          "analysis=induction_toolkit.weights.analyze_weights(model)")
     if head is None:
         return FigureView(layer_figure(analysis, layer, partners=partners),
                           title=f"Layer {layer} weight block views")
@@ -48,7 +56,7 @@ def blocks(model: Any, layer: int, head: int | None = None, *, analysis: Any = N
 
 
 class Views(list):
-    """Several views shown one after another (e.g. the figures of :func:`dynamics`)."""
+    """Several views shown one after another (e.g. the figures of :func:`plot_dynamics`)."""
 
     def _repr_html_(self) -> str:
         return "\n".join(v.fragment() if hasattr(v, "fragment") else str(v) for v in self)
@@ -58,24 +66,25 @@ class Views(list):
         return self._repr_html_()
 
 
-def dynamics(run_dir: Any, *, sigma: float = 1.0) -> Views:
-    """Training dynamics of a run directory: loss, every head's prefix-matching and
-    previous-token scores, and the ICL score over steps, with the phase change shaded."""
-    from ..dynamics import analyse
-    from ..training import read_metrics, read_run_config
-    from .dynamics_figures import icl_figure, loss_figure, prefix_matching_figure
+def plot_dynamics(dynamics: Any, metrics: list[dict[str, Any]]) -> Views:
+    """Training-dynamics figures: loss, every head's prefix-matching and previous-token scores,
+    the ICL score (log step axis, phase change shaded) and the lag fit of the strongest head.
 
-    read_run_config(run_dir)
-    rows = read_metrics(run_dir)
-    dyn = analyse(rows, sigma=sigma)
+    ``dynamics`` is ``induction_toolkit.dynamics.analyse(metrics)`` (or ``run_dynamics(run_dir)``),
+    ``metrics`` the run's metrics rows it was computed from.
+    """
+    from .dynamics_figures import icl_figure, lag_figure, loss_figure, prefix_matching_figure
+
+    rows, dyn = metrics, dynamics
     return Views([
         FigureView(loss_figure(rows, dyn), title="Loss"),
         FigureView(prefix_matching_figure(rows, dyn), title="Prefix-matching per head"),
         FigureView(prefix_matching_figure(rows, dyn, "previous_token"),
                    title="Previous-token score per head"),
         FigureView(icl_figure(rows, dyn), title="ICL score"),
+        FigureView(lag_figure(rows, dyn), title="Lag of the in-context loss behind the score"),
     ])
 
 
-__all__ = ["Views", "blocks", "dynamics", "CircuitsView", "FigureView", "attention", "circuitsvis_bundle", "scores",
-           "scores_figure", "select_heads"]
+__all__ = ["CircuitsView", "FigureView", "Views", "attention", "attention_view", "blocks",
+           "circuitsvis_bundle", "plot_dynamics", "scores", "scores_figure", "select_heads"]
