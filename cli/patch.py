@@ -54,7 +54,7 @@ def patch(
         sender, receiver = parse_path(path_spec, cfg.n_layers, cfg.n_heads)
         result = path_patch(model, pair.clean, pair.corrupted, fn, sender, receiver,
                             direction=direction)
-        result.data, result.notes[:0] = pair.data_dict(), notes
+        result.data, result.notes[:0] = {**pair.data_dict(), **result.data}, notes
         if json_out:
             print_json({"model": info, **result.to_dict()})
             return
@@ -72,7 +72,7 @@ def patch(
         else:
             result = attribute_heads(model, pair.clean, pair.corrupted, fn,
                                      by_position=by_position, direction=direction)
-        result.data, result.notes[:0] = pair.data_dict(), notes
+        result.data, result.notes[:0] = {**pair.data_dict(), **result.data}, notes
         if json_out:
             print_json({"model": info, **result.to_dict()})
             return

@@ -36,8 +36,9 @@ def attribute_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int
         base_z[layer] = z.detach()
         return z + zeros[layer]
 
+    fused = can_fuse(model)
     with torch.enable_grad():
-        if can_fuse(model):  # same function, a fraction of the hooked forward's overhead
+        if fused:  # same function, a fraction of the hooked forward's overhead
             logits = fused_logits_through_z(model, base_tokens,
                                             lambda layer, resid, z: open_z(layer, z))
         else:
@@ -63,4 +64,5 @@ def attribute_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int
         direction=direction, clean_metric=clean_value, corrupted_metric=corrupted_value,
         patched=patched, effects=effects, position_effects=position_effects,
         tokens=clean[0].tolist() if by_position else None,
+        data={"engine": "fused" if fused else "hooked"},  # the forward the gradient flows through
         notes=gap_notes(clean_value, corrupted_value))
