@@ -115,7 +115,7 @@ def _norm(x: torch.Tensor, module: torch.nn.Module | None, eps: float) -> torch.
     return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
-def _qkv_weights(attn: torch.nn.Module) -> tuple[Float[torch.Tensor, "d_model qkv"], Float[torch.Tensor, "qkv"]]:
+def _qkv_weights(attn: torch.nn.Module) -> tuple[Float[torch.Tensor, "d_model qkv"], Float[torch.Tensor, " qkv"]]:
     """``W_Q | W_K | W_V`` as one ``[d_model, (3 head d_head)]`` projection, and its bias.
 
     The stack is part of the autograd graph, so each head's gradient flows to its own parameter.
@@ -144,9 +144,9 @@ def heads_z(model: HookedTransformer, layer: int,
     return z.transpose(1, 2)
 
 
-def _attention(model: HookedTransformer, layer: int,
-               x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-    """The residual stream after block ``layer``'s attention (and its MLP, if any)."""
+def _attention_block(model: HookedTransformer, layer: int,
+                     x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+    """The residual stream after the whole block ``layer``: attention, then its MLP if any."""
     return resid_after_z(model, layer, x, heads_z(model, layer, x))
 
 
@@ -196,7 +196,7 @@ def fused_logits_from(model: HookedTransformer, resid: Float[torch.Tensor, "batc
     ``start_at_layer = n_layers`` applies only the final norm and the unembedding."""
     x = resid
     for layer in range(start_at_layer, model.cfg.n_layers):
-        x = _attention(model, layer, x)
+        x = _attention_block(model, layer, x)
     return _unembed(model, x)
 
 
@@ -267,7 +267,7 @@ def fused_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"])
     """Mean next-token cross-entropy, as ``model(tokens, return_type="loss")`` computes it."""
     x = _embed(model, tokens)
     for layer in range(model.cfg.n_layers):
-        x = _attention(model, layer, x)
+        x = _attention_block(model, layer, x)
     # The last position predicts nothing: unembed only the rows the loss reads (each row's
     # logits are computed independently, so this is the same numbers as slicing full logits).
     logits = _unembed(model, x[:, :-1])
