@@ -26,9 +26,6 @@ from transformers.utils import CONFIG_NAME  # Hugging Face's own name for a mode
 
 from .errors import CheckpointError, ModelUnavailableError
 
-HF_SOURCE = "hf"
-NAME_SOURCE = "pretrained"
-
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Files from which a tokenizer can be rebuilt without the network.

@@ -91,7 +91,7 @@ class PathPatchingResult:
 def split_qkv_input(model):
     """Temporarily give every head its own q/k/v input hook (restored even on error)."""
     cfg = model.cfg
-    if not hasattr(cfg, "use_split_qkv_input") or f"blocks.0.hook_q_input" not in model.hook_dict:
+    if not hasattr(cfg, "use_split_qkv_input") or "blocks.0.hook_q_input" not in model.hook_dict:
         raise InductionToolkitError("path patching needs a TransformerLens model with split q/k/v "
                                     "input hooks (blocks.L.hook_q_input)")
     old = cfg.use_split_qkv_input

@@ -1,14 +1,13 @@
 """What patching returns: per-head (and per-position) normalised effects, as JSON and a table."""
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float
 
 from ..scores import finite, head_label, rank_heads
 
-Direction = Literal["denoising", "noising"]
 DIRECTIONS: tuple[str, ...] = ("denoising", "noising")
 
 # Below this clean−corrupted gap the normalised effects are mostly noise.

@@ -45,11 +45,6 @@ class TrainingTask(Protocol):
         """The task's settings as a JSON-ready dict (enough to rebuild it)."""
 
 
-def uniform_int(low: int, high: int, generator: torch.Generator) -> int:
-    """One integer uniform in ``[low, high]`` drawn from ``generator`` (so it is part of its state)."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
-
 def heldout_sample(task: TrainingTask, batch: int, seed: int) -> Int[torch.Tensor, "batch pos"]:
     """``batch`` held-out token sequences ``[batch, seq_len]`` of the task's training distribution.
 
