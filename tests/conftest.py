@@ -28,10 +28,11 @@ def random_2l():
     return build_model("attn-only-2l", seed=0, device="cpu")
 
 
-# Training settings of the shared trained model (issue 4). Kept here so tests that need the
+# Training settings of the shared trained model (issue 4; evaluated every 10 steps so the dynamics
+# tests can resolve the induction transition, issue 13). Kept here so tests that need the
 # numbers (e.g. the step count) read them instead of copying them.
 TRAINED_2L_CONFIG = dict(preset="attn-only-2l", task="repeated", steps=750, lr=3e-3,
-                         batch_size=32, seed=0, eval_every=50, log_checkpoints=8,
+                         batch_size=32, seed=0, eval_every=10, log_checkpoints=8,
                          checkpoint_every=250, device="cpu")
 
 

