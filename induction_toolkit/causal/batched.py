@@ -101,7 +101,7 @@ def _groups(first_layer: list[int], per_chunk: int) -> list[list[int]]:
 
 @torch.no_grad()
 def run_patched(model, base: BaseRun,
-                source: dict[int, Float[torch.Tensor, "batch pos head_index d_head"]],
+                source: dict[int, Float[torch.Tensor, "#batch #pos head_index d_head"]],
                 masks: Bool[torch.Tensor, "copy layer pos head_index"],
                 metrics: Sequence[Callable[[torch.Tensor], torch.Tensor]], *,
                 max_rows: int | None = None,
