@@ -7,9 +7,10 @@ so comparing a toy model with a pretrained one needs only the larger one's memor
 """
 
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

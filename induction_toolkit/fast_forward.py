@@ -25,8 +25,9 @@ LayerNorm statistics and the loss kept in fp32 — opt-in, since it changes the 
 
 import contextlib
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -151,7 +151,7 @@ def config_to_dict(cfg: HookedTransformerConfig) -> dict[str, Any]:
     return out
 
 
-def config_from_dict(data: dict[str, Any]) -> HookedTransformerConfig:
+def config_from_dict(data: Any) -> HookedTransformerConfig:  # Any: parsed JSON, checked below
     """Rebuild a config from ``config_to_dict`` output, or from a TransformerLens ``cfg.to_dict()``.
 
     Unknown keys are dropped (configs written by other TransformerLens versions carry extras);

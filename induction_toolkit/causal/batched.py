@@ -12,8 +12,8 @@ Copies are grouped by that first layer and chunked to a memory budget. Models wi
 """
 
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int

@@ -10,8 +10,9 @@ Metrics are *per sequence*: a ``SequenceMetric`` maps logits ``[..., batch, pos,
 The number a method reports is the mean over the batch (as TransformerLens' ``patching_metric``).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 from jaxtyping import Float, Int

@@ -39,8 +39,8 @@ def _parts(p: np.ndarray, n: int, n_labels: int):
     return xi, alpha, e, s, u, a, b, d
 
 
-def loss(p: np.ndarray, n: int = 8, n_labels: int = 32) -> np.ndarray:
-    """Eq. 10 at parameters ``p[..., (ξ, α, β₁)]``."""
+def loss(p: np.ndarray, n: int = 8, n_labels: int = 32) -> np.ndarray | float:
+    """Eq. 10 at parameters ``p[..., (ξ, α, β₁)]`` (nats), shape ``p.shape[:-1]``; one point gives a float."""
     *_, d = _parts(np.asarray(p, dtype=np.float64), n, n_labels)
     return np.log(d)
 

@@ -7,8 +7,9 @@ pair minus a random baseline. Matrices for figures are computed on demand from t
 (``WeightAnalysis.qk_blocks`` …), so a large model never holds every head's blocks at once.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from jaxtyping import Float

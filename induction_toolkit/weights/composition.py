@@ -13,7 +13,8 @@ are reported minus a baseline: the mean score of ``BASELINE_SAMPLES`` pairs of s
 Gaussian factor matrices of the same shapes.
 """
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from jaxtyping import Float

@@ -14,8 +14,8 @@ no display backend, nothing to close.
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from matplotlib.figure import Figure
