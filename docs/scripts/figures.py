@@ -53,7 +53,7 @@ def planted_scores() -> bytes:
 
     planted = planted_induction_model()
     scores = score_model(planted.model, bos_token_id=planted.bos_token_id, batch=16, seed=0)
-    return viz.scores(scores).png
+    return viz.scores(scores).png()
 
 
 def planted_blocks() -> bytes:
@@ -64,7 +64,7 @@ def planted_blocks() -> bytes:
 
     planted = planted_induction_model()
     analysis = analyze_weights(planted.model)
-    return viz.blocks(planted.model, 0, 1, analysis=analysis).png
+    return viz.blocks(planted.model, 0, 1, analysis=analysis).png()
 
 
 def reddy_loss() -> bytes:

@@ -29,7 +29,7 @@ TRAIN = ["induct", "train", "--preset", "attn-only-2l", "--task", "repeated",
          "--steps", str(STEPS), "--out", "runs/demo"]
 SCORE = ["induct", "score", "runs/demo"]
 # Wide enough that no column header is cut; the page says so.
-COLUMNS = "110"
+COLUMNS = "88"
 FINAL = f"checkpoints/step_{STEPS:07d}.safetensors"
 
 
