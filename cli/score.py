@@ -21,11 +21,15 @@ def score(
     dtype: Annotated[Optional[str], typer.Option(help="float32 (default for pretrained models), float16 or bfloat16.")] = None,
     low_memory: Annotated[bool, typer.Option(help="One sequence at a time, logits a block of positions at a time: peak memory ≈ the weights plus one layer's activations.")] = False,
 ) -> None:
-    """Score every attention head: previous-token, prefix-matching, duplicate, copying, OV eigen."""
+    """Score every attention head: previous-token, prefix-matching, duplicate, copying, OV eigen.
+
+    Segment lengths vary per sequence (--seq-len/2 to --seq-len); "—" marks a value that cannot be
+    computed (named in the notes).
+    """
     from induction_toolkit.checkpoints import load_model
     from induction_toolkit.models import config_summary
     from induction_toolkit.batching import score_fitting
-    from induction_toolkit.scores import scoring_task
+    from induction_toolkit.scores import finite, fmt_score, scoring_task
 
     check_scoring_options(seq_len, repeats, batch)
     loaded = load_model(path, config=config, device=device, step=step, dtype=dtype)
@@ -42,8 +46,10 @@ def score(
         return
     title = f"{model_info['name']} · {path}" + (f" · step {loaded.step}" if loaded.step is not None else "")
     stdout.print(result.to_table(title=title))
-    stdout.print(f"ICL score {result.icl_score:+.3f} (loss at token {result.icl_late} − token "
-                 f"{result.icl_early}; {result.data['seq_len']} tokens × {result.data['repeats']})")
+    lo, hi = result.data["segment_length_range"]
+    stdout.print(f"ICL score {fmt_score(finite(result.icl_score), '+.3f')} (loss at token "
+                 f"{result.icl_late} − token {result.icl_early}; segments of {lo}–{hi} tokens × "
+                 f"{result.data['repeats']}, padded to {result.data['n_tokens']} tokens)")
     stdout.print(result.verdict(), style="bold")
     for note in result.notes:
         stdout.print(f"note: {note}", style="dim", markup=False)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write_bytes
-from .scores import HeadScores, finite, head_label
+from .scores import HeadScores, finite, fmt_score, head_label
 
 DEFAULT_FIGURE = "compare.png"
 TOP_K = 3
@@ -36,9 +36,11 @@ class ModelComparison:
     step: int | None = None
 
     @property
-    def max_prefix_matching(self) -> float:
-        """The model's highest prefix-matching score (fraction of attention, in [0, 1])."""
-        return finite(float(self.scores.prefix_matching.max()))  # JSON carries no NaN
+    def max_prefix_matching(self) -> float | None:
+        """The model's highest prefix-matching score (fraction of attention, in [0, 1]); None when
+        no head has one."""
+        best = self.scores.top_heads("prefix_matching", k=1)  # skips missing values
+        return best[0][2] if best else None
 
     def top_heads(self, k: int = TOP_K) -> list[dict[str, Any]]:
         """The ``k`` heads with the highest prefix-matching score, best first."""
@@ -46,8 +48,9 @@ class ModelComparison:
         for layer, head, value in self.scores.top_heads("prefix_matching", k=k):
             out.append({"layer": layer, "head": head, "label": head_label(layer, head),
                         "score": finite(value),
-                        "previous_token": finite(float(self.scores.previous_token[layer, head])),
-                        "copying": finite(float(self.scores.copying[layer, head]))})
+                        "previous_token": finite(self.scores.previous_token[layer, head]),
+                        "copying": finite(self.scores.copying[layer, head]),
+                        "copying_top1": finite(self.scores.kind("copying_top1")[layer, head])})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,7 +101,8 @@ class Comparison:
                 (f"[bold green]{t['label']} {t['score']:.2f}[/]" if t["score"] >= _threshold()
                  else f"{t['label']} {t['score']:.2f}") for t in m.top_heads())
             table.add_row(_short(m.name), m.source, f"{m.n_layers}×{m.n_heads}", tops,
-                          f"{m.max_prefix_matching:.3f}", f"{m.scores.icl_score:+.3f}")
+                          fmt_score(m.max_prefix_matching),
+                          fmt_score(finite(m.scores.icl_score), "+.3f"))
         return table
 
     def figure(self):
@@ -117,8 +121,8 @@ class Comparison:
             data = m.scores.prefix_matching.float().cpu().numpy()
             image = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto",
                               interpolation="nearest")
-            ax.set_title(f"{_short(m.name)}\nbest {m.max_prefix_matching:.2f}, ICL "
-                         f"{m.scores.icl_score:+.2f}", fontsize=8)
+            ax.set_title(f"{_short(m.name)}\nbest {fmt_score(m.max_prefix_matching, '.2f')}, ICL "
+                         f"{fmt_score(finite(m.scores.icl_score), '+.2f')}", fontsize=8)
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
             _ticks(ax.set_xticks, m.n_heads)

@@ -13,6 +13,11 @@ one-hot subspaces: ``[token | position | previous token | output]``.
 - Every other head has small random weights (seeded) and does nothing in particular.
 
 The last token id is reserved as BOS so that position 0 never looks like a real previous token.
+
+``planted_positional_model`` builds the shortcut that a fixed segment length rewards: a layer-0
+head that attends *by position* to ``i − (R − 1)`` for one fixed ``R`` and copies that token. On
+sequences with period ``R`` it predicts the repeats as well as an induction head does, yet it reads
+no token to decide where to look, and no previous-token head exists.
 """
 
 from dataclasses import dataclass
@@ -89,3 +94,52 @@ def planted_induction_model(d_vocab: int = 24, n_ctx: int = 48, *, n_heads: int 
     if device:
         model = model.to(device, print_details=False)
     return PlantedCircuit(model, (0, previous_token_head), (1, induction_head), bos_token_id=V - 1)
+
+
+@dataclass(frozen=True)
+class PlantedPositional:
+    model: HookedTransformer
+    positional_head: tuple[int, int]
+    period: int  # R: the head attends from query i to key i - (R - 1)
+    bos_token_id: int
+
+
+def planted_positional_model(period: int, d_vocab: int = 24, n_ctx: int = 128, *,
+                             n_heads: int = 4, positional_head: int = 0, strength: float = 12.0,
+                             noise: float = 0.02, seed: int = 0,
+                             device: str | None = None) -> PlantedPositional:
+    """A model whose only circuit is a layer-0 head attending to ``i − (period − 1)`` by position."""
+    if not 2 <= period <= n_ctx:
+        raise ValueError(f"period must be in [2, n_ctx={n_ctx}], got {period}")
+    cfg = planted_config(d_vocab, n_ctx, n_heads)
+    model = build_model(cfg, seed=seed, device="cpu")
+    V, N, D = d_vocab, n_ctx, cfg.d_head
+    tok, pos, out = 0, V, 2 * V + N  # the previous-token subspace stays empty
+    qk = strength * cfg.attn_scale
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(noise * torch.randn(p.shape, generator=gen))
+        for name, p in model.named_parameters():
+            if ".b_" in name or name.endswith("b_U"):
+                p.zero_()
+        model.embed.W_E.zero_()
+        model.embed.W_E[torch.arange(V), tok + torch.arange(V)] = 1.0
+        model.pos_embed.W_pos.zero_()
+        model.pos_embed.W_pos[torch.arange(N), pos + torch.arange(N)] = 1.0
+        model.unembed.W_U.zero_()
+        model.unembed.W_U[out + torch.arange(V), torch.arange(V)] = strength
+
+        a0 = model.blocks[0].attn
+        h = positional_head
+        for W in (a0.W_Q, a0.W_K, a0.W_V, a0.W_O):
+            W[h].zero_()
+        shift = period - 1
+        # query at position i -> head dim i; key at position j -> head dim j + shift
+        a0.W_Q[h, pos + torch.arange(N), torch.arange(N) % D] = qk ** 0.5
+        a0.W_K[h, pos + torch.arange(N - shift), torch.arange(shift, N) % D] = qk ** 0.5
+        a0.W_V[h, tok + torch.arange(V), torch.arange(V)] = 1.0
+        a0.W_O[h, torch.arange(V), out + torch.arange(V)] = 1.0
+    if device:
+        model = model.to(device, print_details=False)
+    return PlantedPositional(model, (0, positional_head), period, bos_token_id=V - 1)

@@ -3,13 +3,18 @@
 The induction benchmark of Olsson et al. 2022 (25 tokens repeated 4×). Within one segment tokens
 are drawn without replacement whenever the vocabulary allows it, so "the token after the earlier
 occurrence" is unambiguous and the offset and token definitions of prefix matching coincide.
+
+With ``min_seq_len`` set, each sequence draws its own segment length ``R_b`` uniformly in
+``[min_seq_len, seq_len]`` and is padded to the common length with fresh random tokens placed
+*before* its first copy (after BOS): with one fixed ``R`` a head attending by position to
+``i − R + 1`` scores as an induction head without reading a single token.
 """
 
 import dataclasses
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 
 from ..errors import ConfigError
 
@@ -23,10 +28,15 @@ class RepeatedTokensConfig:
     repeats: int = 2  # k: how many times the segment appears
     bos_token_id: int | None = None  # prepended when set; never drawn as a content token
     exclude: tuple[int, ...] = ()  # ids never drawn (special tokens, most/least frequent)
+    # when set, R varies per sequence, uniformly in [min_seq_len, seq_len], padded in front
+    min_seq_len: int | None = None
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:
             raise ConfigError(f"seq_len must be ≥ 1, got {self.seq_len}")
+        if self.min_seq_len is not None and not 1 <= self.min_seq_len <= self.seq_len:
+            raise ConfigError(f"min_seq_len must be in [1, seq_len={self.seq_len}], "
+                              f"got {self.min_seq_len}")
         if self.repeats < 2:
             raise ConfigError(f"repeats must be ≥ 2 to measure induction, got {self.repeats}")
         if len(self.allowed_tokens()) < 2:
@@ -70,7 +80,17 @@ def repeated_tokens(cfg: RepeatedTokensConfig, batch: int, *, seed: int | None =
     """A batch of repeated random-token sequences, shape ``[batch, total_len]``.
 
     Pass ``seed`` for a one-off reproducible batch or ``generator`` to draw a stream of batches.
+    With ``cfg.min_seq_len`` set the segment length varies per sequence; use
+    :func:`repeated_tokens_with_lengths` to know each one.
     """
+    return repeated_tokens_with_lengths(cfg, batch, seed=seed, generator=generator)[0]
+
+
+def repeated_tokens_with_lengths(
+        cfg: RepeatedTokensConfig, batch: int, *, seed: int | None = None,
+        generator: torch.Generator | None = None,
+) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch"]]:
+    """``(tokens, segment_lengths)``: the batch of :func:`repeated_tokens` and each sequence's ``R``."""
     if generator is None:
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
     allowed = cfg.allowed_tokens()
@@ -81,11 +101,31 @@ def repeated_tokens(cfg: RepeatedTokensConfig, batch: int, *, seed: int | None =
     else:
         idx = torch.randint(0, n, (batch, cfg.seq_len), generator=generator)
     segment = allowed[idx]
-    tokens = segment.repeat(1, cfg.repeats)
+    if cfg.min_seq_len is None:
+        tokens = segment.repeat(1, cfg.repeats)
+        lengths = torch.full((batch,), cfg.seq_len, dtype=torch.long)
+    else:
+        lengths = torch.randint(cfg.min_seq_len, cfg.seq_len + 1, (batch,), generator=generator)
+        body = cfg.seq_len * cfg.repeats
+        pad = (cfg.seq_len - lengths) * cfg.repeats  # [batch]: fresh tokens before the first copy
+        noise = allowed[torch.randint(0, n, (batch, body), generator=generator)]
+        pos = torch.arange(body)[None, :]
+        # a prefix of each row's permutation is itself a segment of distinct tokens
+        periodic = segment.gather(1, (pos - pad[:, None]).clamp_min(0) % lengths[:, None])
+        tokens = torch.where(pos >= pad[:, None], periodic, noise)
     if cfg.bos_token_id is not None:
         bos = torch.full((batch, 1), cfg.bos_token_id, dtype=torch.long)
         tokens = torch.cat([bos, tokens], dim=1)
-    return tokens
+    return tokens, lengths
+
+
+def repeated_query_mask(cfg: RepeatedTokensConfig,
+                        lengths: Int[torch.Tensor, "batch"]) -> Bool[torch.Tensor, "batch pos"]:
+    """``mask[b, i]``: position ``i`` of sequence ``b`` lies in its repeats 2..k."""
+    lengths = lengths.long()
+    first = cfg.prefix_len + (cfg.seq_len - lengths) * cfg.repeats + lengths  # start of copy 2
+    pos = torch.arange(cfg.total_len, device=lengths.device)[None, :]
+    return pos >= first[:, None]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from ..errors import InductionToolkitError
-from ..scores import finite, head_label, ov_eigen_scores
+from ..scores import finite, fmt_score, head_label, ov_eigen_scores
 from . import circuits
 from .composition import BASELINE_SAMPLES, MODES, composition_scores, random_baseline
 
@@ -158,7 +158,7 @@ class WeightAnalysis:
             table.add_column(name, justify="left" if name == "head" or "partner" in name else "right")
         for row in self.head_rows():
             sub = "—" if row["subdiagonal"] is None else f"{row['subdiagonal']:+.2f}"
-            table.add_row(row["label"], sub, f"{row['ov_eigen']:+.2f}",
+            table.add_row(row["label"], sub, fmt_score(row["ov_eigen"], "+.2f"),
                           *(_fmt_partner(row[f"{m.lower()}_partner"]) for m in MODES))
         return table
 

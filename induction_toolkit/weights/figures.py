@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..scores import head_label
+from ..scores import fmt_score, head_label
 from .analysis import WeightAnalysis
 
 _CMAP = "RdBu_r"
@@ -137,7 +137,7 @@ def weights_html(analysis: WeightAnalysis, pngs: dict[int, bytes], title: str = 
     rows = []
     for r in analysis.head_rows():
         sub = "—" if r["subdiagonal"] is None else f"{r['subdiagonal']:+.2f}"
-        cells = [r["label"], sub, f"{r['ov_eigen']:+.2f}"]
+        cells = [r["label"], sub, fmt_score(r["ov_eigen"], "+.2f")]
         for m in ("q", "k", "v"):
             p = r[f"{m}_partner"]
             cells.append("—" if p is None else f"{'←' if p['direction'] == 'from' else '→'} {p['label']} {p['score']:+.3f}")
