@@ -225,6 +225,27 @@ def test_cli_reference_names_every_subcommand_and_option():
                     assert f"`{param.name.upper()}`" in rendered, f"{name} {param.name}"
 
 
+def test_cli_page_names_every_key_of_score_json(tmp_path, monkeypatch):
+    """Every key ``induct score --json`` prints (top level, per head, ``data``) is in cli.md."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["planted", "planted.safetensors"]).exit_code == 0
+    result = runner.invoke(app, ["score", "planted.safetensors", "--json", "--batch", "4"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    text = (DOCS / "cli.md").read_text()
+    section = text[text.index("## `induct score`"):text.index("## `induct planted`")]
+    keys = set(doc) | set(doc["heads"][0]) | set(doc["data"])
+    missing = sorted(k for k in keys if not re.search(rf"\b{re.escape(k)}\b", section))
+    assert not missing, f"docs/cli.md's induct score section does not name: {missing}"
+
+
 def test_cli_reference_build_fails_when_a_subcommand_has_no_marker():
     from mkdocs.exceptions import PluginError
 
