@@ -285,7 +285,7 @@ def test_quickstart_shows_what_induct_score_prints():
 
 @pytest.mark.slow
 def test_quickstart_matches_a_fresh_run():
-    """Retrain the quickstart run: same training output, same checkpoint, same scores."""
+    """Retrain the quickstart run: same config, same training output, same scores."""
     proc = _script("quickstart.py", "--check", "--train")
     assert proc.returncode == 0, proc.stderr
 

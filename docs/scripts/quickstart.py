@@ -75,7 +75,9 @@ def main() -> int:
             for name, text in outputs.items():
                 ok &= _compare(name, text)
             if train:
-                for name in ("config.json", FINAL):
+                # config.json, not the checkpoint's bytes: float reductions may differ in the last
+                # bit across CPUs, while what the two commands print (3 decimals) must not
+                for name in ("config.json",):
                     if (run / name).read_bytes() != (RUN / name).read_bytes():
                         sys.stderr.write(f"the retrained run's {name} differs from "
                                          f"docs/generated/demo-run/{name}\n")
