@@ -6,6 +6,7 @@ package gets its page at the next build; mkdocstrings renders each page from the
 """
 
 import pkgutil
+import re
 from pathlib import Path
 
 from mkdocs.structure.files import File
@@ -41,3 +42,13 @@ def on_files(files, config):
                    f"Generated from the docstrings at build time.\n\n::: {PACKAGE}.{name}\n")
         files.append(File.generated(config, _page(name), content=content))
     return files
+
+
+_SPHINX_ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|obj|exc):(?=<code>)")
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Drop Sphinx roles (``:func:`x```) that some docstrings use: the name stays as code."""
+    if not page.file.src_uri.startswith("api/"):
+        return html
+    return _SPHINX_ROLE.sub("", html)
