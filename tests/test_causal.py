@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from induction_toolkit.causal import (HeadSpecError, ablate_heads, attribute_heads, causal_task,
@@ -316,7 +315,8 @@ def test_ablating_trained_induction_heads_brings_loss_toward_first_half(trained_
     assert prev.heads[0]["delta_loss"] > 0.5
 
 
-def test_trained_exact_patching_equals_tl_and_attribution_ranks_alike(trained_2l, trained_pair):
+def test_trained_exact_patching_equals_tl_and_attribution_agrees_on_the_last_layer(trained_2l,
+                                                                                    trained_pair):
     task, pair = trained_pair
     model, metric = trained_2l.model, pair.metric
     exact = patch_heads(model, pair.clean, pair.corrupted, metric)
@@ -325,8 +325,14 @@ def test_trained_exact_patching_equals_tl_and_attribution_ranks_alike(trained_2l
     assert torch.allclose(small_exact.patched, _tl_patching(model, small, small.metric, False), atol=1e-5)
     assert exact.ranking()[0][0] == 1  # an induction head of layer 1 restores the most
     attr = attribute_heads(model, pair.clean, pair.corrupted, metric)
-    rho = spearmanr(exact.effects.flatten().numpy(), attr.effects.flatten().numpy()).statistic
-    assert rho >= 0.9, (exact.effects, attr.effects)
+    # The last layer's z reaches the metric through W_O and the final log-softmax only, so the
+    # first-order estimate is close there and names the same head. An earlier head acts through
+    # the next layer's attention softmax, where a first-order estimate can miss its effect (on
+    # this fixture it misses a layer-0 head whose clean output alone hurts: exact -0.88, attr ~0).
+    last = model.cfg.n_layers - 1
+    assert attr.ranking()[0][:2] == exact.ranking()[0][:2], (exact.effects, attr.effects)
+    assert torch.allclose(attr.effects[last], exact.effects[last], atol=0.1), (exact.effects,
+                                                                                attr.effects)
 
 
 def test_attribution_on_the_fused_forward_equals_the_hooked_one(trained_2l, trained_pair):
