@@ -19,7 +19,7 @@ class TrainConfig:
     lr: float = 3e-3
     warmup: int = 0
     weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: tuple[float, float] | list[float] = (0.9, 0.99)  # a list when read from JSON; kept as a tuple
     batch_size: int = 32
     dropout: float = 0.0
     seed: int = 0
