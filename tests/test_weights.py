@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -37,27 +39,89 @@ def ln_model():
 
 # --- the scores on hand-made blocks (closed forms) ---------------------------------------------
 
+def _brute_row_z(block, i, j, keys):
+    """z-value of ``block[i, j]`` among ``block[i, k]`` for ``k`` in ``keys``, by plain loops."""
+    row = [float(block[i, k]) for k in keys]
+    mean = sum(row) / len(row)
+    std = math.sqrt(sum((x - mean) ** 2 for x in row) / len(row))
+    return 0.0 if std == 0 else (float(block[i, j]) - mean) / std
+
+
 def test_subdiagonal_score_closed_form_and_orientation():
     n = 5
     block = torch.zeros(n, n)
     block[torch.arange(1, n), torch.arange(n - 1)] = 1.0  # rows = queries: key = query − 1
-    causal = np.tril(np.ones((n, n), dtype=bool))
-    p = (n - 1) / causal.sum()  # fraction of causal entries on the sub-diagonal
-    assert subdiagonal_score(block) == pytest.approx(1.0 / math.sqrt(p * (1 - p)))
+    # row i (≥ 2) holds one 1 among i + 1 causal keys: z = (1 − p)/√(p(1 − p)) = √i with p = 1/(i+1)
+    assert subdiagonal_score(block) == pytest.approx(np.mean([math.sqrt(i) for i in range(2, n)]))
     # the transpose puts the mass above the diagonal, which causal attention never reads
     assert subdiagonal_score(block.T) == 0.0
     assert subdiagonal_score(torch.full((n, n), 3.7)) == 0.0
-    assert subdiagonal_score(torch.zeros(1, 1)) == 0.0
-    # a self-attending (diagonal) block counts against the score
-    assert subdiagonal_score(torch.eye(n)) < 0
+    # fewer than three positions: no row has three keys, so there is no score (not 0)
+    assert subdiagonal_score(torch.zeros(2, 2)) is None
+    # a self-attending (diagonal) block counts against the score: row i scores −1/√i
+    assert subdiagonal_score(torch.eye(n)) == pytest.approx(np.mean([-1 / math.sqrt(i) for i in range(2, n)]))
+
+
+def test_subdiagonal_score_ignores_a_per_row_constant():
+    """science.md: adding c·i to row i leaves attention unchanged, so it must leave the score.
+
+    The old global z-score moved a pure sub-diagonal block from +5.8 to −0.5 under this shift.
+    """
+    n = 64
+    block = torch.zeros(n, n)
+    block[torch.arange(1, n), torch.arange(n - 1)] = 1.0
+    clean = subdiagonal_score(block)
+    assert clean > 5.0
+    for c in (-3.0, 0.1, 1.0, 10.0):
+        shifted = block + c * torch.arange(n, dtype=torch.float32)[:, None]
+        assert subdiagonal_score(shifted) == pytest.approx(clean, rel=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(3, 12), data=st.data())
+def test_row_scores_are_invariant_to_row_constants_and_scales(n, data):
+    floats = st.floats(-5, 5, allow_nan=False, width=32)
+    block = torch.tensor(data.draw(st.lists(floats, min_size=n * n, max_size=n * n)),
+                         dtype=torch.float64).reshape(n, n)
+    shift = torch.tensor(data.draw(st.lists(st.floats(-1e3, 1e3), min_size=n, max_size=n)),
+                         dtype=torch.float64)[:, None]
+    scale = torch.tensor(data.draw(st.lists(st.floats(0.1, 10), min_size=n, max_size=n)),
+                         dtype=torch.float64)[:, None]
+    # rows that are (nearly) constant are 0 by definition; rounding on a shifted copy of a row whose
+    # spread is ~1e-7 of the shift may not be: keep rows with a real spread
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    for i in range(2, n):
+        assume(float(block[i, : i + 1].std()) > 1e-2)
+    assume(float(block.std(dim=1).min()) > 1e-2)
+    for fn in (subdiagonal_score, diagonal_score):
+        base = fn(block)
+        assert fn(block + shift) == pytest.approx(base, abs=1e-6)
+        assert fn(block * scale) == pytest.approx(base, abs=1e-6)
+    # a constant above the diagonal is what causal attention never reads
+    assert subdiagonal_score(torch.where(causal, block, block + 7.0)) == pytest.approx(
+        subdiagonal_score(block), abs=1e-9)
+
+
+def test_row_scores_match_a_brute_force_loop():
+    gen = torch.Generator().manual_seed(0)
+    for n, m in ((3, 3), (7, 7), (12, 12), (9, 5), (5, 9)):
+        block = torch.randn(n, m, generator=gen, dtype=torch.float64)
+        k = min(n, m)
+        sub = np.mean([_brute_row_z(block, i, i - 1, range(i + 1)) for i in range(2, k)])
+        assert subdiagonal_score(block) == pytest.approx(sub, abs=1e-12)
+        diag = np.mean([_brute_row_z(block, i, i, range(m)) for i in range(k)])
+        assert diagonal_score(block) == pytest.approx(diag, abs=1e-12)
 
 
 def test_diagonal_score_closed_form():
     n = 6
     block = 2.0 * torch.eye(n) + 0.5
-    p = 1 / n
-    assert diagonal_score(block) == pytest.approx(1.0 / math.sqrt(p * (1 - p)))
+    # each row: one entry above n − 1 equal ones, z = √(n − 1)
+    assert diagonal_score(block) == pytest.approx(math.sqrt(n - 1))
+    # a constant added to each row (what a softmax over the row ignores) leaves it unchanged
+    assert diagonal_score(block + torch.arange(n)[:, None] * 3.0) == pytest.approx(math.sqrt(n - 1))
     assert diagonal_score(torch.full((n, n), -1.0)) == 0.0
+    assert diagonal_score(torch.zeros(4, 2)) is None
 
 
 # --- the planted circuit: the known answer -----------------------------------------------------
@@ -104,7 +168,7 @@ def test_block_view_sums_to_tl_attention_scores(planted, planted_analysis):
 
 def test_planted_ov_eigen_matches_scores_module(planted, planted_analysis):
     expected, _ = ov_eigen_scores(planted.model)
-    torch.testing.assert_close(planted_analysis.ov_eigen, expected)
+    torch.testing.assert_close(planted_analysis.ov_eigen, expected, equal_nan=True)
     assert planted_analysis.ov_eigen[planted.induction_head] == pytest.approx(1.0, abs=1e-4)
 
 

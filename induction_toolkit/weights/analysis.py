@@ -212,6 +212,9 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
                      f"no positional embedding matrix ({cfg.positional_embedding_type}): P blocks skipped")
     elif n_positions < cfg.n_ctx:
         notes.append(f"position blocks use the first {n_positions} of {cfg.n_ctx} positions")
+    if positions and n_positions < circuits.MIN_KEYS:
+        notes.append(f"sub-diagonal score needs ≥ {circuits.MIN_KEYS} positions, the block has "
+                     f"{n_positions}: not computed")
 
     total = 3 * cfg.n_layers + cfg.n_layers * cfg.n_heads + 1
     done = 0
@@ -240,8 +243,9 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
         if P is not None:
             # only the position block is needed for the score; skip the token blocks here
             w = circuits.head_weights(folded, l, h)
-            pp = (P @ w["W_Q"]) @ (P @ w["W_K"]).T
-            sub[l, h] = circuits.subdiagonal_score(pp)
+            pp = (P @ w["W_Q"]) @ (P @ w["W_K"]).T  # no attn_scale: the per-row z-score ignores it
+            score = circuits.subdiagonal_score(pp)
+            sub[l, h] = float("nan") if score is None else score
         sources = result.k_sources(l, h, partners)
         if sources:
             result.virtual_k[(l, h)] = [

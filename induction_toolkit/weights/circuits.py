@@ -3,13 +3,22 @@
 Orientation, everywhere in this package: **rows are queries (or the attended/source token for an
 OV circuit), columns are keys (or the output logit)**. So a head that attends to the previous
 position has its mass on entry ``(i, i - 1)``, the *sub*-diagonal, and causal attention only ever
-uses the lower triangle ``key ≤ query``. Musat et al. draw ``Pᵀ W_Kᵀ W_Q P`` in the column-vector
-convention, which is the transpose (keys as rows); the picture carries the same information.
+uses the lower triangle ``key ≤ query``. This is also how Musat et al.'s Figure 2 reads: its caption
+calls the previous-token pattern of ``Pᵀ W_Kᵀ W_Q P`` a sub-diagonal, so their image, too, has one
+row per query position; whatever the notation of the product, no block here is transposed.
 
-QK entries are attention logits: the bilinear form divided by TransformerLens' ``attn_scale``
-(``√d_head``), so the number in a cell is what the softmax sees. Biases are left out: a query bias
-adds a key-dependent constant and a key bias a query-dependent one (which the softmax ignores);
-neither is part of the token–position structure the block view is about.
+QK entries are attention logits through the direct path: the bilinear form divided by
+TransformerLens' ``attn_scale`` (``√d_head``). In a model without LayerNorm a cell is exactly what
+the softmax sees. With LayerNorm the weights are folded, but each token's input-dependent
+``1/‖x‖`` scale cannot be: the softmax sees every cell multiplied by the query's scale (one factor
+per row, which the per-row scores below ignore) and the key's (one per column, which they do not).
+Biases are left out: a query bias adds a key-dependent constant and a key bias a query-dependent
+one (which the softmax ignores); neither is part of the token–position structure the block view
+is about.
+
+The scores (``subdiagonal_score``, ``diagonal_score``) z-score each query row on its own, because
+the softmax normalises each row on its own: adding any constant to a row (``c·i`` to row ``i``, say)
+changes no attention weight, so it must not change the score either.
 """
 
 import copy
@@ -18,9 +27,11 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
-# A block whose spread is below this fraction of its largest entry counts as constant (scores 0):
-# float64 arithmetic on float32 weights leaves ~1e-16 relative noise on a truly constant block.
+# A row whose spread is below this fraction of its largest entry counts as constant (z = 0):
+# float64 arithmetic on float32 weights leaves ~1e-16 relative noise on a truly constant row.
 _CONSTANT_RTOL = 1e-9
+# A z-score over two keys is ±1 whatever the logits, so rows need at least three keys to count.
+MIN_KEYS = 3
 
 ROTARY_NOTE = "no positional embedding matrix (rotary): P blocks skipped"
 
@@ -93,8 +104,10 @@ def qk_blocks(model: HookedTransformer, layer: int, head: int, E: Float[torch.Te
     """The QK circuit of a head as the blocks of ``[E; P] W_Q W_Kᵀ [E; P]ᵀ / attn_scale``.
 
     Keys ``tt`` (query token × key token), ``tp`` (query token × key position), ``pt`` (query position ×
-    key token), ``pp`` (query position × key position; Musat's ``Pᵀ W_Kᵀ W_Q P`` transposed). Only
-    ``tt`` when the model has no positional embedding matrix.
+    key token), ``pp`` (query position × key position: the block Musat et al. write
+    ``Pᵀ W_Kᵀ W_Q P``, laid out as in their Figure 2, a previous-token head on the sub-diagonal).
+    Only ``tt`` when the model has no positional embedding matrix. Cells are direct-path attention
+    logits, up to LayerNorm's ``1/‖x‖`` scales (see the module docstring).
     """
     w = head_weights(model, layer, head)
     s = attn_scale(model, layer)
@@ -125,8 +138,9 @@ def virtual_k_block(model: HookedTransformer, src: tuple[int, int], dst: tuple[i
 
     Row ``t``: the query's own token (``E W_Q²``); column ``s``: the token ``src`` moved into the
     key position (``E W_V¹ W_O¹ W_K²``). So the entry is
-    ``E W_Q² W_K²ᵀ W_O¹ᵀ W_V¹ᵀ Eᵀ / attn_scale`` (science.md's ``E·W_O¹ᵀW_V¹ᵀ·W_K²ᵀW_Q²·E``,
-    transposed to put queries in rows). When ``src`` is a previous-token head, column ``s`` is the
+    ``E W_Q² W_K²ᵀ W_O¹ᵀ W_V¹ᵀ Eᵀ / attn_scale`` (science.md's ``E·W_O¹ᵀW_V¹ᵀ·W_K²ᵀW_Q²·E``
+    written with TransformerLens' ``[d_model, d_head]`` weights, queries in rows as in every block
+    here). When ``src`` is a previous-token head, column ``s`` is the
     key whose *previous* token is ``s``; an induction head matches ``t == s``: a diagonal.
     """
     if src[0] >= dst[0]:
@@ -138,48 +152,54 @@ def virtual_k_block(model: HookedTransformer, src: tuple[int, int], dst: tuple[i
     return q @ k.T / attn_scale(model, dst[0])
 
 
-def _standardised_gap(block: torch.Tensor, on: torch.Tensor, off: torch.Tensor, within: torch.Tensor) -> float:
-    n_on, n_off, n_within = int(on.sum()), int(off.sum()), int(within.sum())
-    if n_on == 0 or n_off == 0:
-        return 0.0
-    w = within.to(block.dtype)
-    mean = (block * w).sum() / n_within
-    # two passes (mean, then squared deviations) so a constant block gives exactly 0, not rounding noise
-    std = (((block - mean) * w) ** 2).sum().div(n_within).sqrt()
-    scale = (block * w).abs().max()
-    if std <= _CONSTANT_RTOL * scale or not torch.isfinite(std):
-        return 0.0
-    on_mean = (block * on.to(block.dtype)).sum() / n_on
-    off_mean = (block * off.to(block.dtype)).sum() / n_off
-    return float((on_mean - off_mean) / std)
+def _row_z(rows: Float[torch.Tensor, "n_rows n_keys"], valid: torch.Tensor | None = None
+           ) -> Float[torch.Tensor, "n_rows n_keys"]:
+    """Each row z-scored over its ``valid`` entries (population std); constant rows give 0."""
+    rows = rows.to(torch.float64)
+    w = torch.ones_like(rows) if valid is None else valid.to(torch.float64)
+    count = w.sum(-1, keepdim=True)
+    mean = (rows * w).sum(-1, keepdim=True) / count
+    # two passes (mean, then squared deviations) so a constant row gives exactly 0, not rounding noise
+    dev = (rows - mean) * w
+    std = (dev ** 2).sum(-1, keepdim=True).div(count).sqrt()
+    scale = (rows * w).abs().amax(-1, keepdim=True)
+    constant = (std <= _CONSTANT_RTOL * scale) | ~torch.isfinite(std)
+    return torch.where(constant, torch.zeros_like(dev), dev / torch.where(constant, 1.0, std))
 
 
-def subdiagonal_score(block: Float[torch.Tensor, "query key"]) -> float:
-    """How much a position–position block favours key = query − 1, in standard deviations.
+def subdiagonal_score(block: Float[torch.Tensor, "query key"]) -> float | None:
+    """How far key = query − 1 stands out in each query row, in that row's standard deviations.
 
-    ``(mean of the sub-diagonal − mean of the other causal entries) / std of the causal entries``,
-    where the causal entries are ``key ≤ query`` (the only ones attention can use; the main diagonal
-    counts as "other"). Rows are queries. A constant block scores 0.
+    Rows are queries, columns keys. Each query row ``i`` with at least three causal keys
+    (``j ≤ i``, so ``i ≥ 2``) is z-scored over those keys alone; the score is the mean over such
+    rows of the z-value at key ``i − 1``. Invariant to adding any constant to a row (the softmax
+    ignores it) and to multiplying a row by a positive factor (as LayerNorm's query-side
+    ``1/‖x‖`` does). A constant row
+    contributes 0; a one-hot sub-diagonal row ``i`` contributes ``√i``. None when the block has
+    fewer than three positions (no row has three keys).
     """
     n = min(block.shape)
-    if n < 2:
-        return 0.0
+    if n < MIN_KEYS:
+        return None
     b = block[:n, :n].to(torch.float64)
     causal = torch.ones(n, n, dtype=torch.bool).tril()
-    sub = torch.zeros(n, n, dtype=torch.bool)
-    sub[torch.arange(1, n), torch.arange(n - 1)] = True
-    return _standardised_gap(b, sub, causal & ~sub, causal)
+    z = _row_z(b, causal)
+    rows = torch.arange(MIN_KEYS - 1, n)
+    return float(z[rows, rows - 1].mean())
 
 
-def diagonal_score(block: Float[torch.Tensor, "row col"]) -> float:
-    """``(mean of the diagonal − mean off the diagonal) / std of the block``; a constant block scores 0.
+def diagonal_score(block: Float[torch.Tensor, "row col"]) -> float | None:
+    """How far column = row stands out in each row, in that row's standard deviations.
 
-    For a virtual K-composition block it measures token matching (induction); for an OV block,
-    copying. Uses the leading square part when the block is not square.
+    Each row ``i < min(block.shape)`` is z-scored over all its columns (no causal mask: for a
+    virtual K-composition block the columns are candidate key tokens, for an OV block the output
+    logits); the score is the mean z-value at ``(i, i)``. High for token matching (virtual K block)
+    or copying (OV block); invariant to any per-row constant. None when a row has fewer than three
+    columns.
     """
     n = min(block.shape)
-    if n < 2:
-        return 0.0
-    b = block[:n, :n].to(torch.float64)
-    diag = torch.eye(n, dtype=torch.bool)
-    return _standardised_gap(b, diag, ~diag, torch.ones_like(diag))
+    if block.shape[1] < MIN_KEYS or n < 1:
+        return None
+    z = _row_z(block[:n].to(torch.float64))
+    idx = torch.arange(n)
+    return float(z[idx, idx].mean())

@@ -2,7 +2,9 @@
 
 Each head gets a 2×2 block image of its QK circuit, ``[E; P] W_Q W_Kᵀ [E; P]ᵀ`` (top-left
 token–token, top-right query token × key position, bottom-left query position × key token,
-bottom-right position–position; rows are queries), and beneath it a strip: the OV circuit
+bottom-right position–position; rows are queries, columns keys). The cells are direct-path
+attention logits; in a LayerNorm model the softmax sees them multiplied by each query's and key's
+input-dependent ``1/‖x‖``, which no weight holds. Beneath the blocks, a strip: the OV circuit
 ``E W_V W_O W_U`` and, for heads in layer ≥ 1, the virtual K-composition token–token block through
 each of its strongest earlier sources. Every block has its own symmetric colour scale (red
 positive, blue negative), since token and position blocks live on different scales.
@@ -14,6 +16,7 @@ no display backend, nothing to close.
 import base64
 import html
 import io
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,7 +75,7 @@ def _draw_head(fig: Figure, spec, analysis: WeightAnalysis, layer: int, head: in
         axes["pt"].set_xlabel("key tok", fontsize=6)
         axes["pp"].set_xlabel("key pos", fontsize=6)
         sub = analysis.subdiagonal[layer, head] if analysis.subdiagonal is not None else None
-        axes["tt"].set_title(f"{label}   sub-diagonal {float(sub):+.1f}σ", fontsize=8, loc="left")
+        axes["tt"].set_title(f"{label}   sub-diagonal {_sigma(sub)}", fontsize=8, loc="left")
     else:
         ax = fig.add_subplot(outer[0])
         _show(ax, blocks["tt"])
@@ -81,7 +84,7 @@ def _draw_head(fig: Figure, spec, analysis: WeightAnalysis, layer: int, head: in
         ax.set_title(f"{label}   QK token–token (no P: rotary)", fontsize=8, loc="left")
     strip = outer[1].subgridspec(1, 1 + max(partners, 1), wspace=0.15)
     ov = fig.add_subplot(strip[0, 0])
-    _show(ov, analysis.ov_block(layer, head), f"OV\neig {float(analysis.ov_eigen[layer, head]):+.2f}",
+    _show(ov, analysis.ov_block(layer, head), f"OV\neig {_sigma(analysis.ov_eigen[layer, head], '')}",
           aspect="equal")
     ov.set_ylabel("src tok", fontsize=6)
     ov.set_xlabel("logit", fontsize=6)
@@ -89,9 +92,16 @@ def _draw_head(fig: Figure, spec, analysis: WeightAnalysis, layer: int, head: in
     for k, src in enumerate(sources):
         ax = fig.add_subplot(strip[0, 1 + k])
         _show(ax, analysis.virtual_k_block(src, (layer, head)),
-              f"K ← {head_label(*src)}\ndiag {diag[src]:+.1f}σ", aspect="equal")
+              f"K ← {head_label(*src)}\ndiag {_sigma(diag[src])}", aspect="equal")
         if k == 0:
             ax.set_xlabel("key's moved tok", fontsize=6)
+
+
+def _sigma(value, unit: str = "σ") -> str:
+    """A score for a title: ``+1.2σ`` (``unit`` after it), or "—" when it could not be computed."""
+    if value is None or not math.isfinite(float(value)):
+        return "—"
+    return f"{float(value):+.2f}" if not unit else f"{float(value):+.1f}{unit}"
 
 
 def layer_figure(analysis: WeightAnalysis, layer: int, *, partners: int | None = None) -> Figure:
@@ -156,6 +166,9 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right;font-size:13px}}im
 </head><body>
 <h1>{esc(title)}</h1>
 <p>Rows of every block are queries, columns keys (sub-diagonal = attend to the previous position).
+Sub-diagonal and diagonal scores z-score each row on its own (the softmax ignores a constant added
+to a row) and average the z-value at key = query − 1 (or the diagonal) over rows.
+In a LayerNorm model the cells omit each token's input-dependent 1/‖x‖ scale.
 Composition scores have the mean score of {analysis.baseline_samples} random Gaussian head pairs
 subtracted ({esc(baseline)}).</p>
 <table><tr>{header}</tr>
