@@ -15,11 +15,12 @@ def reproduce(
     more_seeds: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     seeds: Annotated[Optional[list[str]], typer.Option(help="Seeds, e.g. --seeds 0 1 2 (default 0 1 2).")] = None,
     quick: Annotated[bool, typer.Option(help="Scaled-down run: minutes on two CPU cores.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Directory for the per-seed runs (default runs/blog[-quick]).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Directory for the runs, OUT/<init>/seed_N (default runs/blog[-quick]).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    inits: Annotated[str, typer.Option(help="Embedding inits to run, comma-separated: unit (N(0, 1), blog-4l's default), tl (TransformerLens' N(0, 0.8/√d_model)). Default both.")] = "unit,tl",
     json_out: JsonFlag = False,
 ) -> None:
-    """Reproduce the blog experiment: 4-layer transformer on the copying task, 3 seeds, lag fits."""
+    """Reproduce the blog experiment: 4-layer transformer on the copying task, 3 seeds, both inits, lag fits."""
     from induction_toolkit.errors import ConfigError
 
     if experiment not in EXPERIMENTS:
@@ -34,30 +35,38 @@ def reproduce(
             except ValueError:
                 raise ConfigError(f"--seeds takes integers, got '{part}'") from None
     seed_tuple = tuple(dict.fromkeys(parsed)) or (0, 1, 2)
+    init_tuple = tuple(dict.fromkeys(i.strip() for i in inits.split(",") if i.strip()))
     out = out or Path("runs") / ("blog-quick" if quick else "blog")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is an existing file")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from induction_toolkit.reproduce.blog import reproduce_blog
+    from induction_toolkit.reproduce.blog import INITS, LAYER_NOTE, reproduce_blog
 
-    with Progress(TextColumn("[bold]seed {task.fields[seed]}"), BarColumn(), MofNCompleteColumn(),
+    unknown = [i for i in init_tuple if i not in INITS]
+    if unknown or not init_tuple:
+        raise ConfigError(f"--inits takes a comma-separated list of: {', '.join(INITS)}; got '{inits}'")
+
+    with Progress(TextColumn("[bold]{task.fields[init]} seed {task.fields[seed]}"), BarColumn(),
+                  MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TextColumn("best PM {task.fields[pm]}"),
                   TimeRemainingColumn(), console=stderr, disable=json_out) as bar:
         tasks = {}
 
-        def on_step(seed, p):
-            if seed not in tasks:
-                tasks[seed] = bar.add_task("", total=p.total, seed=seed, loss="-", pm="-")
-            bar.update(tasks[seed], completed=p.step, loss=f"{p.loss:.3f}",
+        def on_step(init, seed, p):
+            if (init, seed) not in tasks:
+                tasks[init, seed] = bar.add_task("", total=p.total, init=init, seed=seed, loss="-", pm="-")
+            bar.update(tasks[init, seed], completed=p.step, loss=f"{p.loss:.3f}",
                        pm=f"{p.best_prefix_matching:.2f}")
 
-        result = reproduce_blog(out, seeds=seed_tuple, quick=quick, device=device, progress=on_step)
+        result = reproduce_blog(out, seeds=seed_tuple, quick=quick, inits=init_tuple, device=device,
+                                progress=on_step)
     if json_out:
         print_json(result.to_dict())
         return
     stdout.print(result.to_table())
-    layers = sorted({s.layer for s in result.seeds})
-    stdout.print(f"strongest induction head in layer(s) {', '.join(map(str, layers))}; "
-                 f"figure: {result.figure}; {result.wall_s:.0f} s", markup=False)
+    for init, summary in result.to_dict()["inits"].items():
+        stdout.print(f"{init}: strongest head in layer(s) {', '.join(map(str, summary['layers']))} "
+                     f"(0-based); figure: {result.figures[init]}", markup=False)
+    stdout.print(f"{LAYER_NOTE}; {result.wall_s:.0f} s", markup=False)
