@@ -32,7 +32,7 @@ class NextTokenLogProb:
     """
 
     tokens: Int[torch.Tensor, "batch pos"]
-    positions: Int[torch.Tensor, "n_query"]
+    positions: Int[torch.Tensor, " n_query"]
     name: str = "logprob"
 
     def __call__(self, logits: Float[torch.Tensor, "... batch pos vocab"]) -> Float[torch.Tensor, "... batch"]:
@@ -52,7 +52,7 @@ class NextTokenLogit:
     """
 
     tokens: Int[torch.Tensor, "batch pos"]
-    positions: Int[torch.Tensor, "n_query"]
+    positions: Int[torch.Tensor, " n_query"]
     name: str = "logit"
 
     def __call__(self, logits: Float[torch.Tensor, "... batch pos vocab"]) -> Float[torch.Tensor, "... batch"]:
@@ -67,17 +67,17 @@ MetricKind = Literal["logprob", "logit"]
 METRIC_KINDS: tuple[str, ...] = get_args(MetricKind)
 
 
-def repeated_query_positions(task: RepeatedTokensConfig) -> Int[torch.Tensor, "n_query"]:
+def repeated_query_positions(task: RepeatedTokensConfig) -> Int[torch.Tensor, " n_query"]:
     """Query positions in repeats 2..k (each predicts a token it has seen one copy earlier)."""
     return torch.arange(task.prefix_len + task.seq_len, task.total_len - 1)
 
 
-def last_copy_query_positions(task: RepeatedTokensConfig) -> Int[torch.Tensor, "n_query"]:
+def last_copy_query_positions(task: RepeatedTokensConfig) -> Int[torch.Tensor, " n_query"]:
     """Query positions in the last copy; with ``repeats = 2`` the same as the repeated half."""
     return torch.arange(task.total_len - task.seq_len, task.total_len - 1)
 
 
-def first_half_query_positions(task: RepeatedTokensConfig) -> Int[torch.Tensor, "n_query"]:
+def first_half_query_positions(task: RepeatedTokensConfig) -> Int[torch.Tensor, " n_query"]:
     """Query positions inside the first copy predicting its own next token: no induction possible."""
     return torch.arange(task.prefix_len, task.prefix_len + task.seq_len - 1)
 
