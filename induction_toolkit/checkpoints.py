@@ -361,7 +361,7 @@ def infer_config(state_dict: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
                               "d_head": d_head, "d_vocab": d_vocab}
     if gqa:
         fields["n_key_value_heads"] = n_kv
-    has_mlp = f"blocks.0.mlp.W_in" in sd
+    has_mlp = "blocks.0.mlp.W_in" in sd
     d_mlp = need("blocks.0.mlp.W_in")[1] if has_mlp else None
     for layer in range(n_layers):
         b = f"blocks.{layer}"
