@@ -204,7 +204,7 @@ def bench_patch(ctx: dict) -> dict:
     from induction_toolkit.causal import patch_heads
     from induction_toolkit.models import build_model
 
-    device, quick = ctx["device"], ctx["quick"]
+    device = ctx["device"]
     model = build_model("attn-only-4l", seed=0, device=device).eval()
     pair = _patch_inputs(model, 8, seed=0, bos=None)
     metric = pair.metric
