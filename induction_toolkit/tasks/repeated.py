@@ -89,7 +89,7 @@ def repeated_tokens(cfg: RepeatedTokensConfig, batch: int, *, seed: int | None =
 def repeated_tokens_with_lengths(
         cfg: RepeatedTokensConfig, batch: int, *, seed: int | None = None,
         generator: torch.Generator | None = None,
-) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch"]]:
+) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, " batch"]]:
     """``(tokens, segment_lengths)``: the batch of :func:`repeated_tokens` and each sequence's ``R``."""
     if generator is None:
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
@@ -120,7 +120,7 @@ def repeated_tokens_with_lengths(
 
 
 def repeated_query_mask(cfg: RepeatedTokensConfig,
-                        lengths: Int[torch.Tensor, "batch"]) -> Bool[torch.Tensor, "batch pos"]:
+                        lengths: Int[torch.Tensor, " batch"]) -> Bool[torch.Tensor, "batch pos"]:
     """``mask[b, i]``: position ``i`` of sequence ``b`` lies in its repeats 2..k."""
     lengths = lengths.long()
     first = cfg.prefix_len + (cfg.seq_len - lengths) * cfg.repeats + lengths  # start of copy 2
