@@ -17,7 +17,6 @@ import torch
 from .atomic import atomic_write_bytes
 from .scores import HeadScores, finite, fmt_score, head_label
 
-DEFAULT_FIGURE = "compare.png"
 TOP_K = 3
 
 
