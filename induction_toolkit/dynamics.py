@@ -1,6 +1,6 @@
 """Training dynamics from a run's ``metrics.jsonl``: phase change, onsets, loss drop, the blog's lag.
 
-Definitions (``shared/science.md``, "Training dynamics"):
+Definitions (``docs/training.md``, "Dynamics"):
 
 - **phase change**: where the smoothed derivative of the ICL score (per step) is most negative;
   the window is the contiguous stretch around that minimum where the derivative stays below half
@@ -59,6 +59,7 @@ class LogisticFit:
     span: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The fit's parameters (base, delta in the series' units; centre, width in steps) and R²."""
         return {"base": round(self.base, 6), "delta": round(self.delta, 6),
                 "centre": round(self.centre, 2), "width": round(self.width, 2),
                 "r2": round(self.r2, 4)}
@@ -184,6 +185,7 @@ class Lag:
     loss_fit: LogisticFit | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The lag τ (steps), its 95% interval, the R² values and both fits as a JSON-ready dict."""
         return {"steps": _round(self.steps, 1),
                 "ci95": None if self.ci95 is None else [_round(x, 1) for x in self.ci95],
                 "r2": _round(self.r2, 4), "r2_score_fit": _round(self.r2_score_fit, 4),
@@ -235,6 +237,8 @@ def bootstrap_lag(steps: np.ndarray, score_fit: LogisticFit, loss_fit: LogisticF
 
 @dataclass
 class HeadDynamics:
+    """One head's prefix-matching trajectory summary: final and peak scores, onset and lag (steps)."""
+
     layer: int
     head: int
     final_prefix_matching: float
@@ -247,9 +251,11 @@ class HeadDynamics:
 
     @property
     def is_induction(self) -> bool:
+        """True when the head's peak prefix-matching score reaches ``INDUCTION_THRESHOLD``."""
         return self.max_prefix_matching >= INDUCTION_THRESHOLD
 
     def to_dict(self) -> dict[str, Any]:
+        """The head's summary as a JSON-ready dict (scores in [0, 1], steps, R²)."""
         return {"layer": self.layer, "head": self.head, "label": head_label(self.layer, self.head),
                 "final_prefix_matching": self.final_prefix_matching,
                 "final_previous_token": self.final_previous_token,
@@ -261,6 +267,8 @@ class HeadDynamics:
 
 @dataclass
 class Dynamics:
+    """What a run's metrics say about induction formation: phase change, onsets and lag (steps)."""
+
     steps: np.ndarray
     phase_start: int | None
     phase_end: int | None
@@ -276,13 +284,16 @@ class Dynamics:
 
     @property
     def lag_steps(self) -> float | None:
+        """The lag τ between the strongest head's score rise and the loss drop (steps), or None."""
         return self.lag.steps
 
     @property
     def lag_r2(self) -> float | None:
+        """R² of the blog-form fit of the loss on the shifted score, or None."""
         return self.lag.r2
 
     def to_dict(self) -> dict[str, Any]:
+        """The analysis as a JSON-ready dict (steps, scores in [0, 1], losses in nats)."""
         return {
             "phase_change": {"start_step": self.phase_start, "end_step": self.phase_end,
                              "steepest_step": self.phase_peak},

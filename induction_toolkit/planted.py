@@ -30,17 +30,21 @@ from .models import build_model
 
 @dataclass(frozen=True)
 class PlantedCircuit:
+    """A hand-built two-layer model with a known previous-token head and induction head."""
+
     model: HookedTransformer
     previous_token_head: tuple[int, int]
     induction_head: tuple[int, int]
     bos_token_id: int
 
     def task_dict(self, seq_len: int = 10, repeats: int = 2) -> dict:
+        """The repeated-tokens task settings (a JSON-ready dict) that exercise the planted circuit."""
         return {"name": "repeated", "d_vocab": self.model.cfg.d_vocab, "seq_len": seq_len,
                 "repeats": repeats, "bos_token_id": self.bos_token_id}
 
 
 def planted_config(d_vocab: int = 24, n_ctx: int = 48, n_heads: int = 4) -> HookedTransformerConfig:
+    """The config of the planted two-layer attention-only model (no LayerNorm)."""
     d_head = max(d_vocab, n_ctx)
     return HookedTransformerConfig(
         n_layers=2, d_model=3 * d_vocab + n_ctx, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
@@ -98,6 +102,8 @@ def planted_induction_model(d_vocab: int = 24, n_ctx: int = 48, *, n_heads: int 
 
 @dataclass(frozen=True)
 class PlantedPositional:
+    """A hand-built model whose head attends ``period − 1`` tokens back by position alone."""
+
     model: HookedTransformer
     positional_head: tuple[int, int]
     period: int  # R: the head attends from query i to key i - (R - 1)

@@ -1,6 +1,6 @@
 """Per-head scores: previous-token, prefix-matching, duplicate-token, copying, OV eigenvalue; ICL.
 
-Definitions follow ``shared/science.md`` (Olsson et al. 2022). With ``A[b, h, i, j]`` a layer's
+Definitions follow ``docs/scores.md`` (Olsson et al. 2022). With ``A[b, h, i, j]`` a layer's
 attention pattern (query ``i``, key ``j``) on tokens ``t``:
 
 - previous-token: mean over ``i ≥ 1`` of ``A[i, i-1]``;
@@ -63,6 +63,7 @@ _COPYING_MIN_ROWS = 32
 
 
 def head_label(layer: int, head: int) -> str:
+    """The label ``L{layer}H{head}`` of a head."""
     return f"L{layer}H{head}"
 
 
@@ -208,10 +209,12 @@ class HeadScores:
 
     @property
     def n_layers(self) -> int:
+        """Number of layers scored."""
         return self.previous_token.shape[0]
 
     @property
     def n_heads(self) -> int:
+        """Number of heads per layer scored."""
         return self.previous_token.shape[1]
 
     def kind(self, name: str) -> Float[torch.Tensor, "layer head"]:
@@ -235,6 +238,7 @@ class HeadScores:
         return out[:k] if k is not None else out
 
     def induction_heads(self, threshold: float = INDUCTION_THRESHOLD):
+        """``(layer, head, score)`` with prefix-matching (in [0, 1]) ≥ ``threshold``, best first."""
         return self.top_heads("prefix_matching", threshold)
 
     @property
@@ -247,15 +251,18 @@ class HeadScores:
         return "previous_token"
 
     def previous_token_heads(self, threshold: float = PREVIOUS_TOKEN_THRESHOLD):
+        """``(layer, head, score)`` with ``previous_token_kind`` in [0, 1] ≥ ``threshold``, best first."""
         return self.top_heads(self.previous_token_kind, threshold)
 
     def verdict(self) -> str:
+        """One line naming the induction and previous-token heads with their scores."""
         def fmt(heads):
             return ", ".join(f"{head_label(l, h)} ({v:.2f})" for l, h, v in heads) or "none"
         return (f"induction heads: {fmt(self.induction_heads())}; "
                 f"previous-token heads: {fmt(self.previous_token_heads())}")
 
     def heads_list(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per head with every score (attention in [0, 1], copying in [−1, 1])."""
         rows = []
         profile = self.previous_token_profile
         for layer in range(self.n_layers):
@@ -270,6 +277,7 @@ class HeadScores:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
+        """The scores as a JSON-ready dict: per-head scores, named heads, ICL score (nats), thresholds."""
         def listed(heads):
             return [{"layer": l, "head": h, "label": head_label(l, h), "score": finite(v)}
                     for l, h, v in heads]

@@ -8,7 +8,7 @@ heads that never become induction heads) and the in-context loss before and afte
 the model and the run down so all runs finish in minutes on two CPU cores while still crossing the
 transition.
 
-**Two initialisations, side by side** (science.md, "Initialisation is part of the result"):
+**Two initialisations, side by side** (``docs/training.md``, "The blog reproduction"):
 ``unit`` draws the token and position embeddings from N(0, 1) (blog-4l's preset default,
 ``models.PRESET_EMBED_INIT_STD``; PyTorch's ``nn.Embedding`` default), ``tl`` from TransformerLens'
 N(0, (0.8/√d_model)²), as every other weight. The unit default was chosen after seeing that the
@@ -29,7 +29,7 @@ from ..scores import head_label
 from ..training import TrainConfig, train
 from ..run_dir import config_path, read_metrics
 
-# Evaluations at most 10 steps apart, so the transition is resolved (science.md, "Phase change").
+# Evaluations at most 10 steps apart, so the transition is resolved (docs/science.md, "Phase change").
 FULL = TrainConfig(preset="blog-4l", task="copying", steps=20_000, lr=1e-3, warmup=200,
                    weight_decay=0.01, batch_size=32, eval_every=10, log_checkpoints=30,
                    checkpoint_every=1000, loss_fn="fast")
@@ -76,19 +76,23 @@ class SeedResult:
 
     @property
     def strongest(self) -> dict[str, Any]:
+        """The strongest head's entry (layer, head, label) of the run's dynamics."""
         return self.dynamics["strongest_head"]
 
     @property
     def head_row(self) -> dict[str, Any]:
+        """The strongest head's per-head dynamics row (empty when the run has none)."""
         s = self.strongest
         return next((h for h in self.dynamics.get("heads", [])
                      if (h["layer"], h["head"]) == (s["layer"], s["head"])), {})
 
     @property
     def onset_step(self) -> float | None:
+        """The step the strongest head's prefix-matching rise starts, or None."""
         return self.head_row.get("onset_step", self.dynamics.get("induction_onset_step"))
 
     def to_dict(self) -> dict[str, Any]:
+        """This seed as a JSON-ready dict: head, onset and lag (steps), in-context loss (nats), times (s)."""
         d, lag = self.dynamics, self.dynamics.get("lag") or {}
         return {"init": self.init, "seed": self.seed,
                 "layer": self.strongest["layer"], "head": self.strongest["head"],
@@ -104,6 +108,8 @@ class SeedResult:
 
 @dataclass
 class BlogResult:
+    """Every seed of every initialisation of the blog reproduction, with configs and figures."""
+
     quick: bool
     configs: dict[str, dict[str, Any]]  # per init
     seeds: list[SeedResult] = field(default_factory=list)
@@ -111,6 +117,7 @@ class BlogResult:
     wall_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole reproduction as a JSON-ready dict (steps, nats, seconds)."""
         per_init = {}
         for init in self.configs:
             runs = [s for s in self.seeds if s.init == init]
@@ -126,6 +133,7 @@ class BlogResult:
                 "wall_s": round(self.wall_s, 1)}
 
     def to_table(self):
+        """A rich table, one row per seed: head, onset and lag (steps), R², in-context loss (nats)."""
         from rich.table import Table
 
         table = Table(title="blog reproduction" + (" (quick)" if self.quick else ""),

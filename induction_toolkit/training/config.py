@@ -13,6 +13,8 @@ RESUMABLE_FIELDS = frozenset({"device", "steps"})
 
 @dataclass
 class TrainConfig:
+    """Everything that defines a training run: model preset, task, schedule, optimiser, seed, device."""
+
     preset: str = "attn-only-2l"
     task: str = "repeated"
     steps: int = 1500
@@ -23,7 +25,7 @@ class TrainConfig:
     batch_size: int = 32
     dropout: float = 0.0
     seed: int = 0
-    eval_every: int = 10  # dense enough to resolve the induction transition (science.md)
+    eval_every: int = 10  # dense enough to resolve the induction transition (docs/training.md)
     eval_batch: int = 64  # sequences of the task's eval batch (losses, ICL score)
     score_batch: int = 32  # repeated-token sequences for per-head scores
     checkpoint_every: int | None = None  # linear part of the schedule; default steps // 10
@@ -58,12 +60,14 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got '{self.device}'")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict (``betas`` as a list)."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """The config ``to_dict`` wrote (unknown keys ignored)."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -6,7 +6,7 @@ streams (so evaluating cannot change the run). Three fixed batches, each from it
 - the task's **eval batch** (``task.eval_batch``: a first half and a repeated half) gives the
   losses; the **in-context loss** ``loss_repeated_half`` is the mean loss on the targets from the
   *second* token of the second copy on (the first token of a copy follows a token never seen
-  before it, so no induction head can predict it: ``shared/science.md``);
+  before it, so no induction head can predict it: ``docs/training.md``);
 - **held-out samples of the training distribution** (``tasks.base.heldout_sample``, drawn with the
   task's own ``sample``) give the **ICL score**: mean loss over a late window of token positions
   minus mean loss over an early window (:func:`icl_windows`). Never the scoring sequences: on

@@ -21,6 +21,7 @@ LossFn = Callable[[HookedTransformer, Int[torch.Tensor, "batch pos"]], Float[tor
 
 
 def hooked_loss(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, ""]:
+    """Mean next-token cross-entropy (nats) through TransformerLens' own forward."""
     return model(tokens, return_type="loss")
 
 
@@ -37,6 +38,7 @@ def optimizer_options(loss_fn: str) -> dict:
 
 
 def get_loss_fn(name: str) -> LossFn:
+    """The loss function registered as ``name`` in ``LOSS_FNS`` (returns nats per token)."""
     if name not in LOSS_FNS:
         raise ConfigError(f"unknown loss function '{name}'; one of: {', '.join(LOSS_FNS)}")
     return LOSS_FNS[name]

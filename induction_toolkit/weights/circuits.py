@@ -86,6 +86,7 @@ def head_weights(model: HookedTransformer, layer: int, head: int) -> dict[str, t
 
 
 def attn_scale(model: HookedTransformer, layer: int) -> float:
+    """The divisor of a layer's attention scores (``attn_scale``, default √d_head)."""
     scale = getattr(model.blocks[layer].attn, "attn_scale", None)
     return float(scale) if scale is not None else model.cfg.d_head ** 0.5
 
@@ -138,10 +139,11 @@ def virtual_k_block(model: HookedTransformer, src: tuple[int, int], dst: tuple[i
 
     Row ``t``: the query's own token (``E W_Q²``); column ``s``: the token ``src`` moved into the
     key position (``E W_V¹ W_O¹ W_K²``). So the entry is
-    ``E W_Q² W_K²ᵀ W_O¹ᵀ W_V¹ᵀ Eᵀ / attn_scale`` (science.md's ``E·W_O¹ᵀW_V¹ᵀ·W_K²ᵀW_Q²·E``
-    written with TransformerLens' ``[d_model, d_head]`` weights, queries in rows as in every block
-    here). When ``src`` is a previous-token head, column ``s`` is the
-    key whose *previous* token is ``s``; an induction head matches ``t == s``: a diagonal.
+    ``E W_Q² W_K²ᵀ W_O¹ᵀ W_V¹ᵀ Eᵀ / attn_scale`` (``E·W_O¹ᵀW_V¹ᵀ·W_K²ᵀW_Q²·E`` in
+    the transposed-weight notation, written with TransformerLens' ``[d_model, d_head]`` weights,
+    queries in rows as in every block here; ``docs/weights.md``). When ``src`` is a
+    previous-token head, column ``s`` is the key whose *previous* token is ``s``; an induction
+    head matches ``t == s``: a diagonal.
     """
     if src[0] >= dst[0]:
         raise ValueError(f"K-composition needs an earlier source layer, got {src} → {dst}")
