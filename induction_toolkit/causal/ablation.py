@@ -33,6 +33,8 @@ ABLATION_METHODS: tuple[str, ...] = get_args(AblationMethod)
 
 @dataclass
 class AblationResult:
+    """Each ablated head's repeated-half and first-half loss (nats) against the unablated baseline."""
+
     method: str
     baseline_loss: float  # repeated half, nothing ablated
     baseline_first_half_loss: float
@@ -42,15 +44,18 @@ class AblationResult:
     notes: list[str] = field(default_factory=list)
 
     def row(self, layer: int, head: int) -> dict[str, Any]:
+        """The result row of head ``(layer, head)``; KeyError when it was not ablated."""
         for r in self.heads:
             if (r["layer"], r["head"]) == (layer, head):
                 return r
         raise KeyError(head_label(layer, head))
 
     def ranking(self) -> list[dict[str, Any]]:
+        """The head rows by loss increase on the repeated half (nats), largest first."""
         return sorted(self.heads, key=lambda r: r["delta_loss"], reverse=True)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict (losses in nats per predicted token)."""
         out: dict[str, Any] = {
             "method": self.method,
             "baseline_loss": self.baseline_loss,
@@ -65,6 +70,7 @@ class AblationResult:
         return out
 
     def to_table(self, title: str | None = None):
+        """A rich table of each head's losses and loss increases (nats), baseline first."""
         from rich.table import Table
 
         table = Table(title=title, header_style="bold")
