@@ -14,8 +14,9 @@ first copy: a control no induction head can help). Every head is ablated in one 
 per layer, starting at that layer (see ``batched.py``).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Int

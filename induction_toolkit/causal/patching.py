@@ -38,7 +38,8 @@ attention is causal, so a patch at position ``p`` leaves every position before `
 base run. Tests check each engine against TransformerLens' ``patching`` utilities.
 """
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int

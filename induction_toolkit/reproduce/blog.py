@@ -17,9 +17,10 @@ TL init forms no induction head in the quick run, so both are always reported.
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..dynamics import analyse

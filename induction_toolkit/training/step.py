@@ -8,7 +8,7 @@ forward. Neither runs a cache or hooks it does not need (dropout, when asked for
 added, and it sends the fused path through the hooked forward).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Float, Int
