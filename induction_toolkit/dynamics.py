@@ -140,10 +140,11 @@ def is_transition(fit: LogisticFit | None, steps: np.ndarray) -> bool:
     if fit is None:
         return False
     steps = np.asarray(steps, float)
-    return (fit.r2 >= MIN_TRANSITION_R2
-            and fit.delta >= MIN_TRANSITION_SNR * max(fit.resid_std, 1e-12)
-            and fit.width <= MAX_TRANSITION_WIDTH * fit.span
-            and len(steps) >= 5 and steps[1] < fit.centre < steps[-2])
+    # bool(): the numpy comparisons give np.bool_, not the bool annotated (and json cannot write it)
+    return bool(fit.r2 >= MIN_TRANSITION_R2
+                and fit.delta >= MIN_TRANSITION_SNR * max(fit.resid_std, 1e-12)
+                and fit.width <= MAX_TRANSITION_WIDTH * fit.span
+                and len(steps) >= 5 and steps[1] < fit.centre < steps[-2])
 
 
 def blog_form_r2(steps: np.ndarray, loss: np.ndarray, score: np.ndarray,

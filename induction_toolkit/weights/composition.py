@@ -88,7 +88,7 @@ def composition_scores(model: HookedTransformer, mode: CompositionMode,
     return out
 
 
-def random_baseline(d_model: int, d_head: int, mode: CompositionMode, *,
+def random_baseline(d_model: int, d_head: int, mode: str, *,  # a CompositionMode, checked below
                     samples: int = BASELINE_SAMPLES, seed: int = 0) -> float:
     """Mean composition score of ``samples`` pairs of heads with i.i.d. standard Gaussian weights.
 
