@@ -10,7 +10,7 @@ from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, Segme
 
 def ablate(
     path: ModelPath,
-    method: Annotated[str, typer.Option(help="zero, mean (over batch and positions) or resample (another sequence's).")] = "zero",
+    method: Annotated[str, typer.Option(help="zero, mean (over the batch, per position) or resample (another sequence's).")] = "zero",
     heads: Annotated[Optional[str], typer.Option(help="Ablate these heads jointly (and each alone), e.g. L1H2,L0H1.")] = None,
     json_out: JsonFlag = False,
     seq_len: SegmentLength = 25,

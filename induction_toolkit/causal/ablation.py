@@ -3,14 +3,18 @@
 Methods, each replacing ``z`` of the ablated head at every position:
 
 - ``zero``: ``z = 0`` (the head writes only its bias ``b_O``);
-- ``mean``: ``z`` = its mean over the batch and positions of the same data;
+- ``mean``: ``z`` at position ``p`` = its mean over the batch at ``p`` (per-position means, as
+  ``docs/causal.md`` explains): one mean over all positions would hand every position BOS's and the first
+  copy's average output, an input the head never produces there, and count that shift as the
+  head's effect;
 - ``resample``: ``z`` from another sequence of the batch (a seeded derangement), taken from that
   sequence's unablated run.
 
 Patching ``hook_z`` is the same as patching the head's ``hook_result`` (``z W_O``, linear) and needs
-no ``use_attn_result``. The loss is reported on the repeated half (query positions in repeats 2..k,
-which an induction head can predict) and on the first half (positions predicting the rest of the
-first copy: a control no induction head can help). Every head is ablated in one batched forward
+no ``use_attn_result``. The loss is reported on the repeated half (targets from the *second* token of
+copy 2 on: ``data.repeated_query_positions``; the first token of a copy follows a token not seen
+before, so no induction head can predict it) and on the first half (positions predicting the rest
+of the first copy: a control no induction head can help). Every head is ablated in one batched forward
 per layer, starting at that layer (see ``batched.py``).
 """
 
@@ -101,11 +105,15 @@ def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def ablation_source(z: dict[int, torch.Tensor], method: str, *, seed: int = 0) -> dict[int, torch.Tensor]:
-    """What each layer's ``z`` is replaced by, from the unablated run's ``z``."""
+    """What each layer's ``z`` is replaced by, from the unablated run's ``z``.
+
+    ``zero``: ``[1, 1, head, d_head]`` zeros; ``mean``: ``[1, pos, head, d_head]``, the batch mean at
+    each position; ``resample``: ``[batch, pos, head, d_head]``, another sequence's ``z``.
+    """
     if method == "zero":
         return {l: torch.zeros_like(t[:1, :1]) for l, t in z.items()}
     if method == "mean":
-        return {l: t.mean(dim=(0, 1), keepdim=True) for l, t in z.items()}
+        return {l: t.mean(dim=0, keepdim=True) for l, t in z.items()}  # [1, pos, head, d_head]
     if method == "resample":
         n = next(iter(z.values())).shape[0]
         if n < 2:
@@ -122,13 +130,17 @@ def ablate_heads(model, tokens: Int[torch.Tensor, "batch pos"], task: RepeatedTo
     """Ablate each head in ``heads`` (default: every head) alone, and the set together if ``joint``."""
     if method not in ABLATION_METHODS:
         raise ConfigError(f"unknown ablation method '{method}'; choose one of {', '.join(ABLATION_METHODS)}")
+    if task.min_seq_len is not None:
+        # the repeated half's query positions are read off task.seq_len: one length per batch
+        raise ConfigError("ablation needs one segment length per batch (min_seq_len is set)")
     device = model.cfg.device
     tokens = tokens.to(device)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     n_pos = tokens.shape[1]
     if heads is None:
         heads = [(l, h) for l in range(L) for h in range(H)]
-    repeated = NextTokenLogProb(tokens, repeated_query_positions(task), "repeated_logprob")
+    positions = repeated_query_positions(task)
+    repeated = NextTokenLogProb(tokens, positions, "repeated_logprob")
     first = NextTokenLogProb(tokens, first_half_query_positions(task), "first_half_logprob")
 
     run = base_run(model, tokens)
@@ -152,5 +164,10 @@ def ablate_heads(model, tokens: Int[torch.Tensor, "batch pos"], task: RepeatedTo
     joint_row = {"heads": [head_label(l, h) for l, h in heads], **row(len(heads))} if joint else None
     data = {"task": "repeated", "seq_len": task.seq_len, "repeats": task.repeats,
             "batch": int(tokens.shape[0]), "seed": seed, "bos_token_id": task.bos_token_id,
-            "n_tokens": n_pos}
-    return AblationResult(method, base_loss, base_first, rows, joint_row, data=data)
+            "n_tokens": n_pos, "repeated_query_positions": [int(positions[0]), int(positions[-1])]}
+    notes = []
+    if method == "mean":
+        data["mean_over"] = "batch, per position"
+        notes.append(f"mean ablation: each position's z replaced by its mean over the batch of "
+                     f"{int(tokens.shape[0])} at that position")
+    return AblationResult(method, base_loss, base_first, rows, joint_row, data=data, notes=notes)
