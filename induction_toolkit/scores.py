@@ -85,7 +85,7 @@ def duplicate_mask(tokens: Int[torch.Tensor, "batch pos"]) -> Bool[torch.Tensor,
     return (tokens[:, :, None] == tokens[:, None, :]) & strictly_causal
 
 
-def previous_token_score(pattern: Float[torch.Tensor, "batch head q k"]) -> Float[torch.Tensor, "head"]:
+def previous_token_score(pattern: Float[torch.Tensor, "batch head q k"]) -> Float[torch.Tensor, " head"]:
     """Mean over batch and query positions ``i ≥ 1`` of the attention on key ``i - 1``."""
     sub = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)  # [batch, head, q-1]
     return sub.mean(dim=(0, 2))
@@ -93,7 +93,7 @@ def previous_token_score(pattern: Float[torch.Tensor, "batch head q k"]) -> Floa
 
 def masked_attention_score(pattern: Float[torch.Tensor, "batch head q k"],
                            mask: Bool[torch.Tensor, "batch q k"],
-                           query_positions: Int[torch.Tensor, "n_query"]) -> Float[torch.Tensor, "head"]:
+                           query_positions: Int[torch.Tensor, " n_query"]) -> Float[torch.Tensor, " head"]:
     """Total attention on the masked keys, averaged over the batch and the given query positions."""
     p = pattern[:, :, query_positions, :]
     m = mask[:, query_positions, :].to(p.dtype)
@@ -472,7 +472,7 @@ class _Accumulator:
 
 
 def _rank_of(logits: Float[torch.Tensor, "row vocab"],
-             target: Int[torch.Tensor, "row"]) -> tuple[Float[torch.Tensor, "row"], Bool[torch.Tensor, "row"]]:
+             target: Int[torch.Tensor, " row"]) -> tuple[Float[torch.Tensor, " row"], Bool[torch.Tensor, " row"]]:
     """0-based rank of each row's target logit (0 = largest; tied logits share the mean of the
     ranks they span), and whether the row's logits differ at all (a head with no output: not)."""
     own = logits.gather(-1, target[:, None])
@@ -522,7 +522,7 @@ def score_model(model: HookedTransformer, *, task: RepeatedTokensConfig | None =
                 seed: int = 0, chunk: int | None = None,
                 bos_token_id: int | None = None, low_memory: bool = False,
                 vary_segment: bool = True,
-                segment_lengths: Int[torch.Tensor, "batch"] | None = None) -> HeadScores:
+                segment_lengths: Int[torch.Tensor, " batch"] | None = None) -> HeadScores:
     """Score every head of ``model`` on repeated random tokens (or on given repeated ``tokens``).
 
     ``vary_segment`` (default): each generated sequence draws its segment length in

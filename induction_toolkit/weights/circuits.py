@@ -58,7 +58,7 @@ def has_positions(model: HookedTransformer) -> bool:
     return model.cfg.positional_embedding_type in ("standard", "shortformer") and hasattr(model, "pos_embed")
 
 
-def token_sample(d_vocab: int, max_tokens: int, seed: int = 0) -> Int[torch.Tensor, "n_tokens"]:
+def token_sample(d_vocab: int, max_tokens: int, seed: int = 0) -> Int[torch.Tensor, " n_tokens"]:
     """All token ids when there are at most ``max_tokens``, else a seeded sorted random sample.
 
     Token blocks are ``n_tokens²``: for GPT-2's 50,257 tokens the full block would need ~20 GB.
