@@ -397,7 +397,9 @@ class _Accumulator:
         self.qmask = qmask  # [b, pos]: queries in repeats 2..k
         self.ind_mask = induction_mask(tokens) & qmask[:, :, None]
         self.dup_mask = duplicate_mask(tokens) & qmask[:, :, None]
-        z = lambda: torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
+        def z() -> torch.Tensor:
+            return torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
+
         self.prefix, self.dup = z(), z()
         self.copy_sum, self.top1_sum, self.copy_n = z(), z(), z()
         # [layer, head, b, pos - 1]: A[i, i-1] for i ≥ 1;  [layer, head, b, pos]: attention each
