@@ -108,19 +108,60 @@ def per_token_loss(logits: Float[torch.Tensor, "batch pos vocab"],
 
 
 def icl_positions(seq_len: int) -> tuple[int, int]:
-    """Token indices (early, late) of the ICL score, Olsson's 50 and 500 of 512 scaled to ``seq_len``."""
+    """Token indices (early, late): Olsson's 50 and 500 of 512 scaled to ``seq_len`` (window centres)."""
     early = max(1, round(ICL_EARLY * seq_len / ICL_CONTEXT))
     late = min(seq_len - 1, round(ICL_LATE * seq_len / ICL_CONTEXT))
     return early, max(late, early)
 
 
-def icl_score(loss: Float[torch.Tensor, "batch pos_minus_1"]) -> tuple[float, int, int]:
-    """Loss at the late token minus loss at the early token; returns (score, early, late).
+# Half-width of each ICL window, as a fraction of the context (Olsson's positions ± 5%).
+ICL_WINDOW_FRACTION = 0.05
+
+
+def icl_windows(seq_len: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Inclusive token-index windows ``((early_lo, early_hi), (late_lo, late_hi))`` of the ICL score.
+
+    Olsson's tokens 50 and 500 of 512, scaled to ``seq_len``, each ± 5% of the context, clipped to
+    the tokens that have a loss (``1 .. seq_len − 1``). A window of several positions keeps one
+    position that a late-forming circuit dominates from deciding the score.
+    """
+    if seq_len < 4:
+        raise ValueError(f"an ICL score needs at least 4 tokens, got {seq_len}")
+    half = ICL_WINDOW_FRACTION * seq_len
+
+    def window(centre_of_512: int) -> tuple[int, int]:
+        centre = centre_of_512 * seq_len / ICL_CONTEXT
+        lo = max(1, math.ceil(centre - half))
+        hi = min(seq_len - 1, math.floor(centre + half))
+        if hi < lo:  # a context too short for a ±5% window: the nearest valid token
+            lo = hi = min(seq_len - 1, max(1, round(centre)))
+        return lo, hi
+
+    early, late = window(ICL_EARLY), window(ICL_LATE)
+    if late[0] <= early[1]:  # tiny contexts: keep the two windows apart
+        late = (early[1] + 1, max(late[1], early[1] + 1))
+    return early, late
+
+
+def windowed_icl_score(loss: Float[torch.Tensor, "batch pos_minus_1"],
+                       windows: tuple[tuple[int, int], tuple[int, int]]) -> float:
+    """Mean loss (nats) on the late window's tokens minus the early window's (negative = ICL).
 
     ``loss`` is ``per_token_loss`` output, whose column ``i`` is the loss on token ``i + 1``.
     """
-    early, late = icl_positions(loss.shape[1] + 1)
-    return float(loss[:, late - 1].mean() - loss[:, early - 1].mean()), early, late
+    (e_lo, e_hi), (l_lo, l_hi) = windows
+    return float(loss[:, l_lo - 1:l_hi].mean() - loss[:, e_lo - 1:e_hi].mean())
+
+
+def icl_score(loss: Float[torch.Tensor, "batch pos_minus_1"]) -> tuple[float, int, int]:
+    """Windowed ICL score in nats (late window minus early window, ``icl_windows``) and the
+    windows' centres ``(score, early, late)``.
+
+    ``loss`` is ``per_token_loss`` output, whose column ``i`` is the loss on token ``i + 1``.
+    """
+    n_tokens = loss.shape[1] + 1
+    early, late = icl_positions(n_tokens)
+    return windowed_icl_score(loss, icl_windows(n_tokens)), early, late
 
 
 # --- weight-based score -----------------------------------------------------------------------
@@ -276,6 +317,11 @@ class HeadScores:
                 rows.append(row)
         return rows
 
+    def icl_windows(self) -> dict[str, list[int]]:
+        """Inclusive token windows ``{"early": [lo, hi], "late": [lo, hi]}`` the ICL score averages."""
+        (e_lo, e_hi), (l_lo, l_hi) = icl_windows(int(self.data.get("n_tokens", 2 * self.icl_late)))
+        return {"early": [e_lo, e_hi], "late": [l_lo, l_hi]}
+
     def to_dict(self) -> dict[str, Any]:
         """The scores as a JSON-ready dict: per-head scores, named heads, ICL score (nats), thresholds."""
         def listed(heads):
@@ -288,6 +334,7 @@ class HeadScores:
             "previous_token_heads_by": self.previous_token_kind,
             "icl_score": finite(self.icl_score),
             "icl_positions": {"early": self.icl_early, "late": self.icl_late},
+            "icl_windows": self.icl_windows(),
             "thresholds": {"prefix_matching": INDUCTION_THRESHOLD,
                            "previous_token": PREVIOUS_TOKEN_THRESHOLD},
             "verdict": self.verdict(),

@@ -377,7 +377,11 @@ def test_icl_positions_scale_olssons_indices():
     assert icl_positions(64) == (6, 62)
     loss = torch.arange(63, dtype=torch.float).repeat(2, 1)  # loss on token i+1 is i
     score, early, late = icl_score(loss)
-    assert (early, late) == (6, 62) and score == pytest.approx((62 - 1) - (6 - 1))
+    # ±5% windows around those centres (science.md): tokens 4..9 and 60..63 of 64; the loss on
+    # token t is t - 1 here, so each window's mean is the mean of its t - 1.
+    late_mean = sum(t - 1 for t in range(60, 64)) / 4
+    early_mean = sum(t - 1 for t in range(4, 10)) / 6
+    assert (early, late) == (6, 62) and score == pytest.approx(late_mean - early_mean)
 
 
 def test_shrinks_to_context_and_says_so(planted):

@@ -15,7 +15,6 @@ streams (so evaluating cannot change the run). Three fixed batches, each from it
 - repeated random tokens (``scores.scoring_task``) give the per-head scores.
 """
 
-import math
 from typing import Any
 
 import torch
@@ -23,7 +22,8 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from ..fast_forward import can_fuse, fused_logits
-from ..scores import ICL_CONTEXT, ICL_EARLY, ICL_LATE, per_token_loss, score_model, scoring_task
+from ..scores import (icl_windows, per_token_loss, score_model, scoring_task,
+                      windowed_icl_score)
 from ..tasks.base import TrainingTask, heldout_sample
 
 EVAL_SEED = 1234
@@ -31,45 +31,6 @@ SCORE_SEED = 4321
 # Held-out samples for the ICL score: a seed no other batch of the toolkit uses, and far from the
 # small seeds runs are trained with.
 ICL_SEED = 2**40 + 7
-# Half-width of each ICL window, as a fraction of the context (Olsson's positions ± 5%).
-ICL_WINDOW_FRACTION = 0.05
-
-
-def icl_windows(seq_len: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Inclusive token-index windows ``((early_lo, early_hi), (late_lo, late_hi))`` of the ICL score.
-
-    Olsson's tokens 50 and 500 of 512, scaled to ``seq_len``, each ± 5% of the context, clipped to
-    the tokens that have a loss (``1 .. seq_len − 1``). A window of several positions keeps one
-    position that a late-forming circuit dominates from deciding the score.
-    """
-    if seq_len < 4:
-        raise ValueError(f"an ICL score needs at least 4 tokens, got {seq_len}")
-    half = ICL_WINDOW_FRACTION * seq_len
-
-    def window(centre_of_512: int) -> tuple[int, int]:
-        centre = centre_of_512 * seq_len / ICL_CONTEXT
-        lo = max(1, math.ceil(centre - half))
-        hi = min(seq_len - 1, math.floor(centre + half))
-        if hi < lo:  # a context too short for a ±5% window: the nearest valid token
-            lo = hi = min(seq_len - 1, max(1, round(centre)))
-        return lo, hi
-
-    early, late = window(ICL_EARLY), window(ICL_LATE)
-    if late[0] <= early[1]:  # tiny contexts: keep the two windows apart
-        late = (early[1] + 1, max(late[1], early[1] + 1))
-    return early, late
-
-
-def windowed_icl_score(loss: Float[torch.Tensor, "batch pos_minus_1"],
-                       windows: tuple[tuple[int, int], tuple[int, int]]) -> float:
-    """Mean loss (nats) on the late window's tokens minus the early window's (negative = ICL).
-
-    ``loss`` is ``per_token_loss`` output, whose column ``i`` is the loss on token ``i + 1``.
-    """
-    (e_lo, e_hi), (l_lo, l_hi) = windows
-    return float(loss[:, l_lo - 1:l_hi].mean() - loss[:, e_lo - 1:e_hi].mean())
-
-
 def in_context_loss(loss: Float[torch.Tensor, "batch pos_minus_1"], split: int) -> float:
     """Mean loss (nats) on the repeated half's targets from token ``split + 1`` on.
 
