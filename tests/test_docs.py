@@ -283,6 +283,12 @@ def test_quickstart_shows_what_induct_score_prints():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_readme_shows_the_generated_score_output():
+    """The README's `induct score` block is the generated output the check above keeps current."""
+    generated = (DOCS / "generated" / "quickstart-score.txt").read_text().rstrip("\n")
+    assert f"```\n{generated}\n```" in (ROOT / "README.md").read_text()
+
+
 @pytest.mark.slow
 def test_quickstart_matches_a_fresh_run():
     """Retrain the quickstart run: same config, same training output, same scores."""
