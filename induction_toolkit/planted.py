@@ -53,16 +53,13 @@ def planted_config(d_vocab: int = 24, n_ctx: int = 48, n_heads: int = 4) -> Hook
     )
 
 
-def planted_induction_model(d_vocab: int = 24, n_ctx: int = 48, *, n_heads: int = 4,
-                            previous_token_head: int = 1, induction_head: int = 2,
-                            strength: float = 12.0, noise: float = 0.02,
-                            seed: int = 0, device: str | None = None) -> PlantedCircuit:
-    """Build the planted model. ``strength`` is the attention logit of a matching key."""
-    cfg = planted_config(d_vocab, n_ctx, n_heads)
-    model = build_model(cfg, seed=seed, device="cpu")
-    V, N, D = d_vocab, n_ctx, cfg.d_head
-    tok, pos, prev, out = 0, V, V + N, 2 * V + N  # subspace offsets
-    qk = strength * cfg.attn_scale  # undo the 1/sqrt(d_head) scaling TransformerLens applies
+def _one_hot_base(model: HookedTransformer, *, strength: float, noise: float, seed: int) -> None:
+    """Every planted model's base, in place: small seeded noise in every weight, zero biases,
+    one-hot token and position embeddings in their subspaces, and an unembedding that reads the
+    output subspace with logit ``strength``."""
+    cfg = model.cfg
+    V, N = cfg.d_vocab, cfg.n_ctx
+    tok, pos, out = 0, V, 2 * V + N  # subspace offsets: [token | position | previous | output]
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -77,6 +74,19 @@ def planted_induction_model(d_vocab: int = 24, n_ctx: int = 48, *, n_heads: int 
         model.unembed.W_U.zero_()
         model.unembed.W_U[out + torch.arange(V), torch.arange(V)] = strength
 
+
+def planted_induction_model(d_vocab: int = 24, n_ctx: int = 48, *, n_heads: int = 4,
+                            previous_token_head: int = 1, induction_head: int = 2,
+                            strength: float = 12.0, noise: float = 0.02,
+                            seed: int = 0, device: str | None = None) -> PlantedCircuit:
+    """Build the planted model. ``strength`` is the attention logit of a matching key."""
+    cfg = planted_config(d_vocab, n_ctx, n_heads)
+    model = build_model(cfg, seed=seed, device="cpu")
+    V, N, D = d_vocab, n_ctx, cfg.d_head
+    tok, pos, prev, out = 0, V, V + N, 2 * V + N  # subspace offsets
+    qk = strength * cfg.attn_scale  # undo the 1/sqrt(d_head) scaling TransformerLens applies
+    _one_hot_base(model, strength=strength, noise=noise, seed=seed)
+    with torch.no_grad():
         a0 = model.blocks[0].attn
         h = previous_token_head
         for W in (a0.W_Q, a0.W_K, a0.W_V, a0.W_O):
@@ -122,20 +132,8 @@ def planted_positional_model(period: int, d_vocab: int = 24, n_ctx: int = 128, *
     V, N, D = d_vocab, n_ctx, cfg.d_head
     tok, pos, out = 0, V, 2 * V + N  # the previous-token subspace stays empty
     qk = strength * cfg.attn_scale
-    gen = torch.Generator().manual_seed(seed)
+    _one_hot_base(model, strength=strength, noise=noise, seed=seed)
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(noise * torch.randn(p.shape, generator=gen))
-        for name, p in model.named_parameters():
-            if ".b_" in name or name.endswith("b_U"):
-                p.zero_()
-        model.embed.W_E.zero_()
-        model.embed.W_E[torch.arange(V), tok + torch.arange(V)] = 1.0
-        model.pos_embed.W_pos.zero_()
-        model.pos_embed.W_pos[torch.arange(N), pos + torch.arange(N)] = 1.0
-        model.unembed.W_U.zero_()
-        model.unembed.W_U[out + torch.arange(V), torch.arange(V)] = strength
-
         a0 = model.blocks[0].attn
         h = positional_head
         for W in (a0.W_Q, a0.W_K, a0.W_V, a0.W_O):
