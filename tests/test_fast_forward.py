@@ -7,6 +7,9 @@ scoring path gives the same scores. Speed is measured in benchmarks/, never here
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -190,6 +193,17 @@ def test_bf16_training_forms_the_induction_head_within_ten_percent_of_fp32():
 
 @pytest.mark.slow
 def test_compiled_fused_loss_equals_the_hooked_forward():
+    """torch.compile's tracer and the runtime shape checker do not compose (dynamo traces into
+    beartype's wrapper, whose error path then desynchronises), so the compiled path is checked for
+    numerics in a pytest process without the import hook."""
+    if os.environ.get("INDUCT_COMPILED_TEST_INNER") != "1":
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+             f"{__file__}::test_compiled_fused_loss_equals_the_hooked_forward"],
+            env={**os.environ, "INDUCT_COMPILED_TEST_INNER": "1"}, capture_output=True,
+            text=True, timeout=900)
+        assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return
     model = _perturbed("attn-only-2l", seed=9)
     tokens = _tokens(model, 4)
     ff = fast_forward(model, compile=True)
