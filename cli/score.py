@@ -47,10 +47,8 @@ def score(
     title = f"{model_info['name']} · {path}" + (f" · step {loaded.step}" if loaded.step is not None else "")
     stdout.print(result.to_table(title=title))
     lo, hi = result.data["segment_length_range"]
-    w = result.icl_windows()
-    stdout.print(f"ICL score {fmt_score(finite(result.icl_score), '+.3f')} (mean loss on tokens "
-                 f"{w['late'][0]}–{w['late'][1]} − tokens {w['early'][0]}–{w['early'][1]}; "
-                 f"segments of {lo}–{hi} tokens × "
+    stdout.print(f"ICL score {fmt_score(finite(result.icl_score), '+.3f')} "
+                 f"({result.icl_window_text()}; segments of {lo}–{hi} tokens × "
                  f"{result.data['repeats']}, padded to {result.data['n_tokens']} tokens)")
     stdout.print(result.verdict(), style="bold")
     for note in result.notes:

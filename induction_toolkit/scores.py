@@ -322,6 +322,12 @@ class HeadScores:
         (e_lo, e_hi), (l_lo, l_hi) = icl_windows(int(self.data.get("n_tokens", 2 * self.icl_late)))
         return {"early": [e_lo, e_hi], "late": [l_lo, l_hi]}
 
+    def icl_window_text(self) -> str:
+        """The ICL score's windows in words: "mean loss on tokens a–b − tokens c–d"."""
+        w = self.icl_windows()
+        return (f"mean loss on tokens {w['late'][0]}–{w['late'][1]} − "
+                f"tokens {w['early'][0]}–{w['early'][1]}")
+
     def to_dict(self) -> dict[str, Any]:
         """The scores as a JSON-ready dict: per-head scores, named heads, ICL score (nats), thresholds."""
         def listed(heads):

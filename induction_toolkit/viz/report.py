@@ -119,8 +119,7 @@ def scores_section(report: "Report") -> ReportSection:
     table = f'<table class="scores"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     d = s.data
     summary = (f"<p><b>{html.escape(s.verdict())}</b></p><p>ICL score {_num(s.icl_score, '+.3f')} "
-               f"(mean loss on tokens {s.icl_windows()['late'][0]}–{s.icl_windows()['late'][1]} − "
-               f"tokens {s.icl_windows()['early'][0]}–{s.icl_windows()['early'][1]}); measured on {d.get('batch')} "
+               f"({s.icl_window_text()}); measured on {d.get('batch')} "
                f"sequences of {d.get('seq_len')} random tokens × {d.get('repeats')} repeats, "
                f"seed {d.get('seed')}. Rows in green: induction heads; blue: previous-token heads.</p>")
     return ReportSection("scores", "Per-head scores", [summary, table, scores_figure(s)])
