@@ -136,10 +136,11 @@ def save_nanogpt_ckpt(model, model_args, path, *, iter_num=5000, compiled=True):
     optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():  # the weights the checkpoint holds are the pre-step ones we compare to
         model.load_state_dict(saved)
-    raw = torch.compile(model) if compiled else model  # prefixes keys with _orig_mod., no compile
+    # torch.compile's wrapper names every key _orig_mod.<key> (nanoGPT's resume code strips it)
+    state = {("_orig_mod." if compiled else "") + k: v for k, v in model.state_dict().items()}
     config = dict(out_dir="out", eval_interval=250, batch_size=12, learning_rate=6e-4,
                   dataset="shakespeare_char", compile=compiled, dtype="float32", **model_args)
-    torch.save({"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+    torch.save({"model": state, "optimizer": optimizer.state_dict(),
                 "model_args": model_args, "iter_num": iter_num,
                 "best_val_loss": torch.tensor(1.4697), "config": config}, path)
     return path
@@ -149,7 +150,7 @@ TOKENS = torch.randint(0, 50, (2, 20), generator=torch.Generator().manual_seed(1
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_nanogpt_checkpoint_matches_reference_forward(tmp_path, bias):
+def test_nanogpt_checkpoint_matches_reference_forward(tmp_path, bias, record_property):
     model, args = ref_gpt(bias=bias)
     path = save_nanogpt_ckpt(model, args, tmp_path / "ckpt.pt")
     assert any(k.startswith("_orig_mod.") for k in torch.load(path, weights_only=True)["model"])
@@ -159,7 +160,7 @@ def test_nanogpt_checkpoint_matches_reference_forward(tmp_path, bias):
     assert "convert_nanogpt_weights" in loaded.notes[0]
     with torch.no_grad():
         diff = max_diff(loaded.model(TOKENS), model(TOKENS))
-    print(f"nanoGPT ckpt.pt (bias={bias}): max |logit diff| = {diff:.2e}")
+    record_property("max_logit_diff", diff)  # nanoGPT ckpt.pt (bias={bias})
     assert diff < TOL
     cfg = loaded.model.cfg
     assert (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.n_ctx, cfg.d_vocab) == (2, 4, 32, 24, 50)
@@ -209,3 +210,223 @@ def test_inconsistent_nanogpt_checkpoint_is_one_line(tmp_path, change, message):
     result = invoke("score", path)
     assert result.exit_code == 2 and result.output.startswith("error:")
     assert result.output.count("\n") == 1
+
+
+# --- Hugging Face single files -----------------------------------------------------------------
+
+VOCAB = 96
+HF_MODELS = {
+    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=64)),
+    # settings that leave no trace in the weights keep Hugging Face's defaults (as assumed)
+    "neox": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+        vocab_size=VOCAB)),
+    "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, vocab_size=VOCAB)),
+}
+HF_TOKENS = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture(scope="module")
+def hf_files(tmp_path_factory):
+    """Per architecture: the save_pretrained directory, and its weights alone as .safetensors and
+    as pytorch_model.bin (what transformers 4 wrote: torch.save of the state_dict)."""
+    root = tmp_path_factory.mktemp("hf-files")
+    out = {}
+    for i, (name, make) in enumerate(HF_MODELS.items()):
+        torch.manual_seed(10 + i)
+        model = make().eval()
+        model.save_pretrained(root / name)
+        alone = root / f"{name}-alone"
+        alone.mkdir()
+        (root / name / "model.safetensors").rename(alone / "model.safetensors")
+        (root / name / "model.safetensors").hardlink_to(alone / "model.safetensors")
+        torch.save(model.state_dict(), alone / "pytorch_model.bin")
+        out[name] = (root / name, alone, model)
+    return out
+
+
+def hf_logits(model, tokens=HF_TOKENS):
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+@pytest.mark.parametrize("fmt", ["model.safetensors", "pytorch_model.bin"])
+@pytest.mark.parametrize("arch", list(HF_MODELS))
+def test_hf_single_file_without_config_matches_hf_forward(hf_files, arch, fmt, record_property):
+    _, alone, hf_model = hf_files[arch]
+    with pytest.raises(CheckpointError, match=r"without a config.json recognised .*--n-heads"):
+        load_model(alone / fmt)
+    loaded = load_model(alone / fmt, n_heads=4, device="cpu")
+    assert loaded.source == "hf-file" and "sizes read off the tensors" in loaded.notes[0]
+    with torch.no_grad():
+        diff = max_diff(loaded.model(HF_TOKENS), hf_logits(hf_model))
+    record_property("max_logit_diff", diff)  # HF {arch} {fmt} without config
+    assert diff < TOL
+    if arch == "llama":  # grouped-query attention read off k_proj's rows
+        assert loaded.model.cfg.n_key_value_heads == 2
+
+
+@pytest.mark.parametrize("arch", list(HF_MODELS))
+def test_hf_file_with_config_next_to_it_needs_no_heads(hf_files, arch, record_property):
+    directory, _, hf_model = hf_files[arch]
+    loaded = load_model(directory / "model.safetensors", device="cpu")
+    assert "config from the" in loaded.notes[0]
+    with torch.no_grad():
+        diff = max_diff(loaded.model(HF_TOKENS), hf_logits(hf_model))
+    record_property("max_logit_diff", diff)  # HF {arch} model.safetensors with config.json
+    assert diff < TOL
+
+
+def test_hf_file_heads_from_cli_and_wrong_heads_refused(hf_files, tmp_path):
+    _, alone, _ = hf_files["gpt2"]
+    result = invoke("score", alone / "model.safetensors", "--batch", 2)
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "GPT-2 weights without a config.json recognised" in result.output
+    result = invoke("score", alone / "model.safetensors", "--n-heads", 5, "--batch", 2)
+    assert result.exit_code == 2 and "not divisible by 5 heads" in result.output
+    (tmp_path / "cfg.json").write_text(json.dumps({"no_such_field": 1}))
+    result = invoke("score", alone / "model.safetensors", "--n-heads", 4,
+                    "--config", tmp_path / "cfg.json")
+    assert result.exit_code == 2 and "'no_such_field' is not a field of GPT2Config" in result.output
+
+
+def test_unknown_layout_names_what_is_accepted(tmp_path):
+    torch.save({"encoder.layer.0.weight": torch.zeros(2, 2)}, tmp_path / "x.pt")
+    result = invoke("score", tmp_path / "x.pt")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "no layout the toolkit knows" in result.output and "nanoGPT" in result.output
+
+
+# --- TransformerLens wrappers ------------------------------------------------------------------
+
+@pytest.mark.parametrize("wrap, source, note", [
+    (lambda m: {"cfg": m.cfg.to_dict(), "model": m.state_dict()}, "torch-config",
+     "TransformerLens state_dict under 'model' with its config 'cfg'"),
+    (lambda m: {"config": m.cfg, "model_state_dict": m.state_dict(), "step": 100,
+                "optimizer": torch.optim.Adam(m.parameters()).state_dict()}, "torch-config",
+     "under 'model_state_dict'"),
+    (lambda m: {"state_dict": m.state_dict()}, "state-dict", None),
+    (lambda m: m.state_dict(), "state-dict", None),
+])
+def test_transformerlens_saves(tmp_path, planted, wrap, source, note):
+    torch.save(wrap(planted.model), tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt", device="cpu")
+    assert loaded.source == source
+    if note:
+        assert note in loaded.notes[0]
+    with torch.no_grad():
+        tokens = TOKENS % planted.model.cfg.d_vocab
+        assert max_diff(loaded.model(tokens), planted.model(tokens)) == 0.0
+
+
+# --- the planted induction circuit in every layout ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def planted_square():
+    """The planted circuit with d_model = n_heads · d_head, as nanoGPT and GPT-2 require."""
+    from induction_toolkit.planted import planted_induction_model
+
+    return planted_induction_model(d_vocab=32, n_ctx=32, n_heads=4)
+
+
+def _fused_qkv(attn):
+    return torch.cat([einops.rearrange(w, "i m h -> (i h) m") for w in (attn.W_Q, attn.W_K,
+                                                                         attn.W_V)])
+
+
+def planted_nanogpt(pc, path):
+    """The planted model in nanoGPT's GPT (LayerNorms at identity, MLPs zero, lm_head untied)."""
+    cfg = pc.model.cfg
+    args = dict(n_layer=2, n_head=cfg.n_heads, n_embd=cfg.d_model, block_size=cfg.n_ctx,
+                bias=True, vocab_size=cfg.d_vocab, dropout=0.0)
+    ref = RefGPT(**args)
+    with torch.no_grad():
+        ref.lm_head.weight = nn.Parameter(pc.model.unembed.W_U.T.clone())
+        ref.transformer.wte.weight.copy_(pc.model.embed.W_E)
+        ref.transformer.wpe.weight.copy_(pc.model.pos_embed.W_pos)
+        for block, tl in zip(ref.transformer.h, pc.model.blocks):
+            a = tl.attn
+            block.attn.c_attn.weight.copy_(_fused_qkv(a))
+            block.attn.c_attn.bias.copy_(torch.cat([b.flatten() for b in (a.b_Q, a.b_K, a.b_V)]))
+            block.attn.c_proj.weight.copy_(einops.rearrange(a.W_O, "i h m -> m (i h)"))
+            block.attn.c_proj.bias.copy_(a.b_O)
+            for p in block.mlp.parameters():
+                p.zero_()
+    return save_nanogpt_ckpt(ref.eval(), args, path), ref
+
+
+def planted_gpt2(pc, directory):
+    """The planted model in Hugging Face's GPT2LMHeadModel, saved by save_pretrained."""
+    cfg = pc.model.cfg
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_embd=cfg.d_model, n_head=cfg.n_heads, n_positions=cfg.n_ctx,
+        vocab_size=cfg.d_vocab, tie_word_embeddings=False, bos_token_id=None, eos_token_id=None))
+    with torch.no_grad():
+        hf.transformer.wte.weight.copy_(pc.model.embed.W_E)
+        hf.transformer.wpe.weight.copy_(pc.model.pos_embed.W_pos)
+        hf.lm_head.weight.copy_(pc.model.unembed.W_U.T)
+        for block, tl in zip(hf.transformer.h, pc.model.blocks):
+            a = tl.attn
+            block.attn.c_attn.weight.copy_(_fused_qkv(a).T)  # Conv1D stores [in, out]
+            block.attn.c_attn.bias.copy_(torch.cat([b.flatten() for b in (a.b_Q, a.b_K, a.b_V)]))
+            block.attn.c_proj.weight.copy_(einops.rearrange(a.W_O, "i h m -> (i h) m"))
+            block.attn.c_proj.bias.copy_(a.b_O)
+            for p in block.mlp.parameters():
+                p.zero_()
+    hf.eval().save_pretrained(directory)
+    (directory / "config.json").unlink()
+    return directory / "model.safetensors", hf
+
+
+@pytest.fixture(scope="module")
+def planted_layouts(tmp_path_factory, planted_square):
+    d = tmp_path_factory.mktemp("planted-layouts")
+    nano, nano_ref = planted_nanogpt(planted_square, d / "ckpt.pt")
+    gpt2, gpt2_ref = planted_gpt2(planted_square, d / "gpt2")
+    tokens = torch.randint(0, 31, (2, 30), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        return {"nanogpt": (nano, [], nano_ref(tokens)),
+                "gpt2": (gpt2, ["--n-heads", 4], gpt2_ref(tokens).logits),
+                "tokens": tokens}
+
+
+@pytest.mark.parametrize("fmt", ["nanogpt", "gpt2"])
+def test_score_finds_the_planted_head_in_each_layout(planted_layouts, planted_square, fmt,
+                                                      record_property):
+    path, extra, ref_logits = planted_layouts[fmt]
+    loaded = load_model(path, n_heads=4, device="cpu")
+    with torch.no_grad():
+        diff = max_diff(loaded.model(planted_layouts["tokens"]), ref_logits)
+    record_property("max_logit_diff", diff)  # planted circuit as {fmt}
+    assert diff < TOL * ref_logits.abs().max().item()  # planted logits are large (LayerNorm × 7)
+    result = invoke("score", path, *extra, "--json", "--batch", 8)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [(h["layer"], h["head"]) for h in data["induction_heads"]] == [planted_square.induction_head]
+    assert [(h["layer"], h["head"]) for h in data["previous_token_heads"]] == [
+        planted_square.previous_token_head]
+    assert data["model"]["source"] in ("nanogpt", "hf-file")
+
+
+@pytest.mark.parametrize("command", [
+    ["ablate", "--json", "--batch", 4],
+    ["patch", "--json", "--batch", 4],
+    ["weights", "--json", "--max-tokens", 32],
+    pytest.param(["report", "--batch", 4], marks=pytest.mark.slow),  # ~10 s: a whole report
+    ["compare", "--no-figure", "--json", "--batch", 4],
+])
+def test_every_command_accepts_a_nanogpt_checkpoint(planted_layouts, tmp_path, command):
+    path = planted_layouts["nanogpt"][0]
+    args = [command[0], path, *command[1:]]
+    if command[0] == "report":
+        args += ["--out", tmp_path / "r.html"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    if "--json" in command:
+        data = json.loads(result.stdout)
+        assert "nanogpt" in json.dumps(data.get("model", data))
+    else:
+        assert (tmp_path / "r.html").stat().st_size > 1000
