@@ -381,33 +381,101 @@ def planted_gpt2(pc, directory):
     return directory / "model.safetensors", hf
 
 
+# A rotary model has no position embedding, so the planted circuit is rebuilt for NeoX and Llama:
+# the previous-token head's key is its query turned ahead by one position in the 8 fastest rotary
+# frequencies; the induction head matches tokens in dims rotary leaves (nearly) unturned.
+RV, RH, RDH = 16, 4, 64  # vocabulary, heads, head size (d_model = 256)
+TOK, PREV, OUT = 0, RV, 2 * RV  # residual subspaces: token | previous token | output
+
+
+def rotary_circuit(kind):
+    """Per layer [W_Q, W_K, W_V, W_O] in TransformerLens' head shapes; heads L0H1 and L1H2."""
+    rd = RDH // 4 if kind == "neox" else RDH  # rotated dims per head (NeoX: rotary_pct 0.25)
+    half, D, v = rd // 2, RH * RDH, torch.arange(RV)
+    layers = [[torch.zeros(RH, D, RDH), torch.zeros(RH, D, RDH), torch.zeros(RH, D, RDH),
+               torch.zeros(RH, RDH, D)] for _ in range(2)]
+    WQ, WK, WV, WO = layers[0]
+    for j in range(8):
+        theta = 10000 ** (-2 * j / rd)  # Hugging Face's default rope_theta
+        WQ[1, TOK:TOK + RV, j] = 1.0
+        WK[1, TOK:TOK + RV, j] = math.cos(theta)
+        WK[1, TOK:TOK + RV, j + half] = math.sin(theta)
+    WV[1, TOK + v, v] = 1.0
+    WO[1, v, PREV + v] = 1.0
+    WQ, WK, WV, WO = layers[1]
+    content = (rd + v) if kind == "neox" else (half - RV + v)  # unrotated / slowest frequencies
+    WQ[2, TOK + v, content] = 3.0
+    WK[2, PREV + v, content] = 3.0
+    WV[2, TOK + v, v] = 1.0
+    WO[2, v, OUT + v] = 1.0
+    return layers
+
+
+def planted_rotary(kind, directory):
+    """The rotary circuit in GPTNeoXForCausalLM / LlamaForCausalLM (norms at 1, MLPs zero)."""
+    D = RH * RDH
+    if kind == "neox":
+        hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+            num_hidden_layers=2, hidden_size=D, num_attention_heads=RH, intermediate_size=64,
+            vocab_size=RV))
+        embed, blocks = hf.gpt_neox.embed_in, hf.gpt_neox.layers
+    else:
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            num_hidden_layers=2, hidden_size=D, num_attention_heads=RH, num_key_value_heads=RH,
+            intermediate_size=64, vocab_size=RV))
+        embed, blocks = hf.model.embed_tokens, hf.model.layers
+    v = torch.arange(RV)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.fill_(1.0 if "norm" in name and name.endswith("weight") else 0.0)
+        embed.weight[v, TOK + v] = 1.0
+        hf.get_output_embeddings().weight[v, OUT + v] = 10.0
+        for block, (WQ, WK, WV, WO) in zip(blocks, rotary_circuit(kind)):
+            if kind == "neox":  # NeoX fuses q, k, v per head: rows ordered (head, qkv, d_head)
+                qkv = einops.rearrange(torch.stack([WQ, WK, WV]), "qkv i m h -> (i qkv h) m")
+                block.attention.query_key_value.weight.copy_(qkv)
+                block.attention.dense.weight.copy_(einops.rearrange(WO, "i h m -> m (i h)"))
+            else:
+                a = block.self_attn
+                for proj, W in ((a.q_proj, WQ), (a.k_proj, WK), (a.v_proj, WV)):
+                    proj.weight.copy_(einops.rearrange(W, "i m h -> (i h) m"))
+                a.o_proj.weight.copy_(einops.rearrange(WO, "i h m -> m (i h)"))
+    hf.eval().save_pretrained(directory)
+    (directory / "config.json").unlink()
+    return directory / "model.safetensors", hf
+
+
 @pytest.fixture(scope="module")
 def planted_layouts(tmp_path_factory, planted_square):
+    """Per layout: (file, extra CLI args, tokens, the source project's own logits on them)."""
     d = tmp_path_factory.mktemp("planted-layouts")
-    nano, nano_ref = planted_nanogpt(planted_square, d / "ckpt.pt")
-    gpt2, gpt2_ref = planted_gpt2(planted_square, d / "gpt2")
     tokens = torch.randint(0, 31, (2, 30), generator=torch.Generator().manual_seed(3))
+    rotary_tokens = tokens % RV
+    nano, ref = planted_nanogpt(planted_square, d / "ckpt.pt")  # takes an optimizer step
     with torch.no_grad():
-        return {"nanogpt": (nano, [], nano_ref(tokens)),
-                "gpt2": (gpt2, ["--n-heads", 4], gpt2_ref(tokens).logits),
-                "tokens": tokens}
+        out = {"nanogpt": (nano, [], tokens, ref(tokens))}
+        gpt2, hf = planted_gpt2(planted_square, d / "gpt2")
+        out["gpt2"] = (gpt2, ["--n-heads", 4], tokens, hf(tokens).logits)
+        for kind in ("neox", "llama"):
+            path, hf = planted_rotary(kind, d / kind)
+            out[kind] = (path, ["--n-heads", RH], rotary_tokens, hf(rotary_tokens).logits)
+    return out
 
 
-@pytest.mark.parametrize("fmt", ["nanogpt", "gpt2"])
-def test_score_finds_the_planted_head_in_each_layout(planted_layouts, planted_square, fmt,
-                                                      record_property):
-    path, extra, ref_logits = planted_layouts[fmt]
+@pytest.mark.parametrize("fmt", ["nanogpt", "gpt2", "neox", "llama"])
+def test_score_finds_the_planted_head_in_each_layout(planted_layouts, fmt, record_property):
+    path, extra, tokens, ref_logits = planted_layouts[fmt]
     loaded = load_model(path, n_heads=4, device="cpu")
     with torch.no_grad():
-        diff = max_diff(loaded.model(planted_layouts["tokens"]), ref_logits)
-    record_property("max_logit_diff", diff)  # planted circuit as {fmt}
-    assert diff < TOL * ref_logits.abs().max().item()  # planted logits are large (LayerNorm × 7)
+        diff = max_diff(loaded.model(tokens), ref_logits)
+    record_property("max_logit_diff", diff)
+    # planted logits are large (LayerNorm scales the one-hot residual up to ~16×): relative bound
+    assert diff < TOL * max(1.0, ref_logits.abs().max().item())
     result = invoke("score", path, *extra, "--json", "--batch", 8)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [(h["layer"], h["head"]) for h in data["induction_heads"]] == [planted_square.induction_head]
-    assert [(h["layer"], h["head"]) for h in data["previous_token_heads"]] == [
-        planted_square.previous_token_head]
+    assert [(h["layer"], h["head"]) for h in data["induction_heads"]] == [(1, 2)]
+    assert [(h["layer"], h["head"]) for h in data["previous_token_heads"]] == [(0, 1)]
     assert data["model"]["source"] in ("nanogpt", "hf-file")
 
 
