@@ -69,7 +69,7 @@ class LoadedModel:
 
     model: HookedTransformer
     path: str
-    source: str  # toolkit | torch-config | state-dict | run | hf | pretrained
+    source: str  # toolkit | torch-config | state-dict | run | nanogpt | hf-file | hf | pretrained
     task: dict | None = None
     step: int | None = None
     seed: int | None = None
