@@ -293,6 +293,23 @@ def test_hf_file_heads_from_cli_and_wrong_heads_refused(hf_files, tmp_path):
     assert result.exit_code == 2 and "'no_such_field' is not a field of GPT2Config" in result.output
 
 
+@pytest.mark.parametrize("arch, drop, message", [
+    ("gpt2", "transformer.h.1.attn.c_proj.weight", r"GPT-2 weights do not match the config \(missing transformer.h.1.attn.c_proj.weight\)"),
+    ("llama", "model.layers.0.self_attn.k_proj.weight", r"Llama weights without a config.json recognised, but 'layers.0.self_attn.k_proj.weight' is missing"),
+])
+def test_inconsistent_hf_file_is_one_line(hf_files, tmp_path, arch, drop, message):
+    from safetensors.torch import load_file, save_file
+
+    _, alone, _ = hf_files[arch]
+    tensors = load_file(alone / "model.safetensors")
+    del tensors[drop]
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=message):
+        load_model(tmp_path / "model.safetensors", n_heads=4)
+    result = invoke("score", tmp_path / "model.safetensors", "--n-heads", 4)
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+
+
 def test_unknown_layout_names_what_is_accepted(tmp_path):
     torch.save({"encoder.layer.0.weight": torch.zeros(2, 2)}, tmp_path / "x.pt")
     result = invoke("score", tmp_path / "x.pt")
@@ -309,6 +326,8 @@ def test_unknown_layout_names_what_is_accepted(tmp_path):
                 "optimizer": torch.optim.Adam(m.parameters()).state_dict()}, "torch-config",
      "under 'model_state_dict'"),
     (lambda m: {"state_dict": m.state_dict()}, "state-dict", None),
+    (lambda m: {"config": {"lr": 1e-3, "batch_size": 8}, "model": m.state_dict()}, "state-dict",
+     "'config' holds no model config"),
     (lambda m: m.state_dict(), "state-dict", None),
 ])
 def test_transformerlens_saves(tmp_path, planted, wrap, source, note):
@@ -316,7 +335,7 @@ def test_transformerlens_saves(tmp_path, planted, wrap, source, note):
     loaded = load_model(tmp_path / "m.pt", device="cpu")
     assert loaded.source == source
     if note:
-        assert note in loaded.notes[0]
+        assert note in " ".join(loaded.notes)
     with torch.no_grad():
         tokens = TOKENS % planted.model.cfg.d_vocab
         assert max_diff(loaded.model(tokens), planted.model(tokens)) == 0.0

@@ -53,8 +53,11 @@ class Wrapped:
             from . import ACCEPTED
             raise CheckpointError(f"{self.where}: a wrapper with weights {inside} (first keys: "
                                   f"{keys}) in no layout the toolkit knows; accepted: {ACCEPTED}")
-        elif self.config is None:
+        elif self.config is None or _not_a_model_config(self.config):
             model, notes = _model_from_state_dict(self.state_dict, overrides, device, self.where)
+            if self.config is not None:  # e.g. a training script's hyperparameters
+                notes.insert(0, f"'{self.config_key}' holds no model config (no n_layers or "
+                                "d_model); the architecture is read off the weights")
             loaded = LoadedModel(model, self.where, "state-dict", notes=notes)
         else:
             cfg = self.config
@@ -68,8 +71,8 @@ class Wrapped:
             loaded = LoadedModel(model, self.where, "torch-config")
         if self.weight_key != "state_dict" or kind != "transformerlens":
             what = "TransformerLens" if kind == "transformerlens" else kind
-            cfg_note = f" with its config '{self.config_key}'" if (
-                self.config is not None and kind == "transformerlens") else ""
+            cfg_note = (f" with its config '{self.config_key}'" if loaded.source == "torch-config"
+                        else "")
             loaded.notes.insert(0, f"{what} state_dict {inside}{cfg_note}")
         if loaded.step is None:
             loaded.step = self.step
@@ -87,3 +90,7 @@ def unwrap(obj: dict, where: str) -> Wrapped | None:
             return Wrapped(inner, key, obj.get(config_key) if config_key else None, config_key,
                            step, where)
     return None
+
+
+def _not_a_model_config(config: Any) -> bool:
+    return isinstance(config, dict) and not {"n_layers", "d_model"} & set(config)
