@@ -290,6 +290,16 @@ def test_hf_file_with_config_next_to_it_needs_no_heads(hf_files, arch, record_pr
     assert diff < TOL
 
 
+def test_gpt2_base_model_file_as_the_hub_stores_it(hf_files, tmp_path):
+    # the hub's gpt2 weights are a GPT2Model: keys without 'transformer.', no lm_head (tied)
+    _, _, hf_model = hf_files["gpt2"]
+    hf_model.transformer.save_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    loaded = load_model(tmp_path / "model.safetensors", n_heads=4, device="cpu")
+    with torch.no_grad():
+        assert max_diff(loaded.model(HF_TOKENS), hf_logits(hf_model)) < TOL
+
+
 def test_hf_file_heads_from_cli_and_wrong_heads_refused(hf_files, tmp_path):
     _, alone, _ = hf_files["gpt2"]
     result = invoke("score", alone / "model.safetensors", "--batch", 2)

@@ -62,7 +62,11 @@ def load_single_file(kind: str, state_dict: dict, path: Path, overrides: dict,
     notes: list[str] = []
     tokenizer = None
     if path.is_file() and pretrained.is_hf_weight_file(path) and pretrained.is_hf_directory(path.parent):
-        hf_config = _config_next_to(path, overrides)
+        hf_config = _config_next_to(path)
+        for key, value in _hf_overrides(kind, type(hf_config), overrides, where).items():
+            setattr(hf_config, key, value)
+        if "n_heads" in overrides:
+            setattr(hf_config, _HEADS[kind], int(overrides["n_heads"]))
         notes.append(f"Hugging Face {label} weights, config from the {path.parent.name}/"
                      "config.json next to them")
         tokenizer = pretrained._local_tokenizer(path.parent)
@@ -71,7 +75,7 @@ def load_single_file(kind: str, state_dict: dict, path: Path, overrides: dict,
         notes.append(f"Hugging Face {label} weights without a config.json: sizes read off the "
                      "tensors" + (f"; assumed {assumed} (Hugging Face defaults; override with "
                                   "--config)" if assumed else ""))
-    if base:
+    if base and kind != "gpt2":  # GPT-2 always ties them; for the others it is a guess
         notes.append("a base model without an output layer: the unembedding is tied to the "
                      "token embedding")
     hf_config.architectures = [model_cls]
@@ -200,7 +204,7 @@ def _hf_overrides(kind: str, cls: Any, overrides: dict, where: str) -> dict:
     return out
 
 
-def _config_next_to(path: Path, overrides: dict) -> Any:
+def _config_next_to(path: Path) -> Any:
     from transformers import AutoConfig
 
     from .. import pretrained
@@ -211,8 +215,6 @@ def _config_next_to(path: Path, overrides: dict) -> Any:
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path.parent}/config.json cannot be read by Hugging Face "
                               f"({pretrained._first_line(exc)})") from None
-    for key, value in overrides.items():
-        setattr(config, key, value)
     return config
 
 
