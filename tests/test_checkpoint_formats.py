@@ -486,30 +486,32 @@ def planted_rotary(kind, directory):
 
 @pytest.fixture(scope="module")
 def planted_layouts(tmp_path_factory, planted_square):
-    """Per layout: (file, extra CLI args, tokens, the source project's own logits on them)."""
+    """Per layout: (file, extra CLI args, tokens, the source project's own model)."""
     d = tmp_path_factory.mktemp("planted-layouts")
     tokens = torch.randint(0, 31, (2, 30), generator=torch.Generator().manual_seed(3))
-    rotary_tokens = tokens % RV
-    nano, ref = planted_nanogpt(planted_square, d / "ckpt.pt")  # takes an optimizer step
-    with torch.no_grad():
-        out = {"nanogpt": (nano, [], tokens, ref(tokens))}
-        gpt2, hf = planted_gpt2(planted_square, d / "gpt2")
-        out["gpt2"] = (gpt2, ["--n-heads", 4], tokens, hf(tokens).logits)
-        for kind in ("neox", "llama"):
-            path, hf = planted_rotary(kind, d / kind)
-            out[kind] = (path, ["--n-heads", RH], rotary_tokens, hf(rotary_tokens).logits)
+    nano, ref = planted_nanogpt(planted_square, d / "ckpt.pt")
+    out = {"nanogpt": (nano, [], tokens, ref)}
+    gpt2, hf = planted_gpt2(planted_square, d / "gpt2")
+    out["gpt2"] = (gpt2, ["--n-heads", 4], tokens, hf)
+    for kind in ("neox", "llama"):
+        path, hf = planted_rotary(kind, d / kind)
+        out[kind] = (path, ["--n-heads", RH], tokens % RV, hf)
     return out
 
 
 @pytest.mark.parametrize("fmt", ["nanogpt", "gpt2", "neox", "llama"])
 def test_score_finds_the_planted_head_in_each_layout(planted_layouts, fmt, record_property):
-    path, extra, tokens, ref_logits = planted_layouts[fmt]
+    path, extra, tokens, ref = planted_layouts[fmt]
     loaded = load_model(path, n_heads=4, device="cpu")
+    # in float64: the planted attention logits reach hundreds after LayerNorm, so float32
+    # rounding alone differs by ~2e-4 between two exact implementations (measured: nanoGPT and
+    # GPT-2 agree to 5e-13 in float64; Llama to 6e-7, its rotary tables stay float32-precise)
     with torch.no_grad():
-        diff = max_diff(loaded.model(tokens), ref_logits)
-    record_property("max_logit_diff", diff)
-    # planted logits are large (LayerNorm scales the one-hot residual up to ~16×): relative bound
-    assert diff < TOL * max(1.0, ref_logits.abs().max().item())
+        want = ref.double()(tokens)
+        got = loaded.model.to(torch.float64, print_details=False)(tokens)
+    diff = max_diff(got, getattr(want, "logits", want))
+    record_property("max_logit_diff_float64", diff)
+    assert diff < TOL / 10
     result = invoke("score", path, *extra, "--json", "--batch", 8)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
