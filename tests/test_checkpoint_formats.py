@@ -188,6 +188,18 @@ def test_nanogpt_optimizer_state_is_never_kept(tmp_path, monkeypatch):
         torch.testing.assert_close(loaded.model(TOKENS), before, rtol=0, atol=0)
 
 
+def test_nanogpt_checkpoint_without_model_args_takes_heads(tmp_path):
+    model, args = ref_gpt(seed=4)
+    path = save_nanogpt_ckpt(model, args, tmp_path / "ckpt.pt")
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["model_args"]
+    torch.save(ckpt, path)
+    loaded = load_model(path, n_heads=4, device="cpu")
+    assert loaded.step == 5000 and "without model_args" in loaded.notes[0]
+    with torch.no_grad():
+        assert max_diff(loaded.model(TOKENS), model(TOKENS)) < TOL
+
+
 def test_bare_nanogpt_state_dict_needs_and_takes_heads(tmp_path):
     model, _ = ref_gpt(seed=3)
     torch.save(model.state_dict(), tmp_path / "sd.pt")
@@ -207,7 +219,7 @@ def test_bare_nanogpt_state_dict_needs_and_takes_heads(tmp_path):
     (lambda ck: ck["model_args"].update(n_head=5), r"n_embd=32 is not divisible by n_head=5"),
     (lambda ck: ck["model_args"].update(bias=False), r"model_args says bias=False but the weights have biases"),
     (lambda ck: ck["model"].pop("_orig_mod.transformer.h.1.mlp.c_fc.weight"), r"'transformer.h.1.mlp.c_fc.weight' is missing"),
-    (lambda ck: ck.pop("model_args"), r"no 'model_args' dict"),
+    (lambda ck: ck.pop("model_args"), r"no 'model_args' dict; pass --n-heads N"),
 ])
 def test_inconsistent_nanogpt_checkpoint_is_one_line(tmp_path, change, message):
     model, args = ref_gpt()

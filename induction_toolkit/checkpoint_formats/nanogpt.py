@@ -29,7 +29,11 @@ def is_nanogpt(sd: dict) -> bool:
 
 def is_train_checkpoint(obj: dict) -> bool:
     """The dict nanoGPT's ``train.py`` writes (``model_args`` beside ``model``)."""
-    return isinstance(obj.get("model"), dict) and ("model_args" in obj or "iter_num" in obj)
+    from . import strip_prefix
+
+    model = obj.get("model")
+    return isinstance(model, dict) and ("model_args" in obj or (
+        "iter_num" in obj and is_nanogpt(strip_prefix(model))))
 
 
 def load_train_checkpoint(obj: dict, where: str, overrides: dict, device: str | None) -> Any:
@@ -41,9 +45,14 @@ def load_train_checkpoint(obj: dict, where: str, overrides: dict, device: str | 
     iter_num = obj.get("iter_num")
     what = "nanoGPT checkpoint" + (f" (iter {iter_num})" if isinstance(iter_num, int) else "")
     if not isinstance(args, dict):
-        raise CheckpointError(f"{where}: {what} recognised by its 'model' and 'iter_num' but it "
-                              "has no 'model_args' dict; pass --config with n_layers, n_heads, "
-                              "d_model, n_ctx and d_vocab")
+        if "n_heads" not in overrides:
+            raise CheckpointError(f"{where}: {what} recognised by its 'model' and 'iter_num' but "
+                                  "it has no 'model_args' dict; pass --n-heads N (the other "
+                                  "sizes are read off the weights)")
+        loaded = load_state_dict(sd, where, overrides, device)
+        loaded.notes[0] = f"{what} without model_args: " + loaded.notes[0]
+        loaded.step = iter_num if isinstance(iter_num, int) else None
+        return loaded
     if not is_nanogpt(sd):
         raise CheckpointError(f"{where}: {what} recognised by 'model_args', but 'model' is not "
                               "in nanoGPT's layout (needs transformer.wte.weight, lm_head.weight "
