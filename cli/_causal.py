@@ -7,7 +7,7 @@ from typing import Optional
 from ._common import stderr
 
 
-def load_for_causal(path: str, *, config: Optional[Path], step: Optional[int], device: Optional[str],
+def load_for_causal(path: str, *, config: Optional[Path | dict], step: Optional[int], device: Optional[str],
                     seq_len: int, repeats: int, batch: int, seed: int):
     """(loaded model, task, prompt pair, notes), with option errors raised before any work."""
     from induction_toolkit.causal import causal_task, make_prompt_pair

@@ -17,6 +17,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document 
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")]
 ConfigFile = Annotated[Optional[Path], typer.Option(help="JSON file of config fields that supply or override the model's.")]
 ModelPath = Annotated[str, typer.Argument(help="Checkpoint file, run directory, or model directory.")]
+NHeads = Annotated[Optional[int], typer.Option(help="Attention heads, for a nanoGPT or Hugging Face file whose weights do not show them (docs/checkpoints.md).")]
 TokenSeed = Annotated[int, typer.Option(help="Seed of the random tokens.")]
 RunStep = Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory.")]
 SegmentLength = Annotated[int, typer.Option(help="Random tokens per segment (shrunk to fit the context).")]
@@ -62,6 +63,15 @@ def print_json(data: dict) -> None:
     """One JSON document on stdout; refuses NaN/inf, which JSON cannot carry."""
     sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def model_config(config: Optional[Path], n_heads: Optional[int]):
+    """``--config`` with ``--n-heads`` merged in, as ``load_model``'s ``config`` argument."""
+    if n_heads is None:
+        return config
+    from induction_toolkit.checkpoints import with_n_heads
+
+    return with_n_heads(config, n_heads)
 
 
 def check_scoring_options(seq_len: int, repeats: int, batch: int) -> None:

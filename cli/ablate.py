@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
+from ._common import (ConfigFile, NHeads, model_config, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
                       print_json, stdout)
 
 
@@ -18,6 +18,7 @@ def ablate(
     batch: Annotated[int, typer.Option(help="Number of sequences.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the random tokens and of resampling.")] = 0,
     config: ConfigFile = None,
+    n_heads: NHeads = None,
     step: RunStep = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -29,7 +30,8 @@ def ablate(
 
     if method not in ABLATION_METHODS:
         raise ConfigError(f"--method must be one of {', '.join(ABLATION_METHODS)}, got '{method}'")
-    loaded, task, pair, notes = load_for_causal(path, config=config, step=step, device=device,
+    loaded, task, pair, notes = load_for_causal(path, config=model_config(config, n_heads), step=step,
+                                                device=device,
                                                 seq_len=seq_len, repeats=repeats, batch=batch,
                                                 seed=seed)
     cfg = loaded.model.cfg

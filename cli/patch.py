@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
+from ._common import (ConfigFile, NHeads, model_config, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
                       TokenSeed, print_json, stdout)
 
 
@@ -22,6 +22,7 @@ def patch(
     batch: Annotated[int, typer.Option(help="Number of prompt pairs.")] = 32,
     seed: TokenSeed = 0,
     config: ConfigFile = None,
+    n_heads: NHeads = None,
     step: RunStep = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -43,7 +44,8 @@ def patch(
     check_direction(direction)
     if top < 1:
         raise ConfigError(f"--top must be ≥ 1, got {top}")
-    loaded, task, pair, notes = load_for_causal(path, config=config, step=step, device=device,
+    loaded, task, pair, notes = load_for_causal(path, config=model_config(config, n_heads), step=step,
+                                                device=device,
                                                 seq_len=seq_len, repeats=repeats, batch=batch,
                                                 seed=seed)
     model, cfg = loaded.model, loaded.model.cfg

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import ConfigFile, DeviceOpt, TokenSeed, print_json, stderr
+from ._common import ConfigFile, NHeads, model_config, DeviceOpt, TokenSeed, print_json, stderr
 
 
 def report(
@@ -18,6 +18,7 @@ def report(
     batch: Annotated[int, typer.Option(help="Number of sequences scored.")] = 32,
     seed: TokenSeed = 0,
     config: ConfigFile = None,
+    n_heads: NHeads = None,
     step: Annotated[Optional[int], typer.Option(help="Checkpoint step, for a run directory (default: the last).")] = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -39,7 +40,7 @@ def report(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=stderr, transient=True) as progress:
         task = progress.add_task("loading", total=None)
-        report = build_report(path, options=options, step=step, config=config, device=device,
+        report = build_report(path, options=options, step=step, config=model_config(config, n_heads), device=device,
                               on_section=lambda key: progress.update(task, description=key))
         progress.update(task, description="writing HTML")
         page = render(report)

@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (ConfigFile, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
+from ._common import (ConfigFile, NHeads, model_config, DeviceOpt, JsonFlag, ModelPath, RunStep, SegmentLength,
                       TokenSeed, check_scoring_options, print_json, stdout)
 
 
@@ -16,6 +16,7 @@ def score(
     batch: Annotated[int, typer.Option(help="Number of sequences scored.")] = 32,
     seed: TokenSeed = 0,
     config: ConfigFile = None,
+    n_heads: NHeads = None,
     step: RunStep = None,
     device: DeviceOpt = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32 (default for pretrained models), float16 or bfloat16.")] = None,
@@ -32,7 +33,7 @@ def score(
     from induction_toolkit.scores import finite, fmt_score, scoring_task
 
     check_scoring_options(seq_len, repeats, batch)
-    loaded = load_model(path, config=config, device=device, step=step, dtype=dtype)
+    loaded = load_model(path, config=model_config(config, n_heads), device=device, step=step, dtype=dtype)
     task, notes = scoring_task(loaded.model, seq_len=seq_len, repeats=repeats,
                                bos_token_id=loaded.bos_token_id,
                                exclude=loaded.special_token_ids)

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (ConfigFile, JsonFlag, ModelPath, RunStep, print_json, stderr,
+from ._common import (ConfigFile, NHeads, model_config, JsonFlag, ModelPath, RunStep, print_json, stderr,
                       stdout)
 
 
@@ -20,6 +20,7 @@ def weights(
     top: Annotated[Optional[int], typer.Option(help="List only the strongest N pairs per composition kind in --json.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the token sample and the random baseline.")] = 0,
     config: ConfigFile = None,
+    n_heads: NHeads = None,
     step: RunStep = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cpu; weights are read on the CPU anyway).")] = None,
 ) -> None:
@@ -37,7 +38,7 @@ def weights(
         raise ConfigError(f"--top must be ≥ 0, got {top}")
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    loaded = load_model(path, config=config, device=device or "cpu", step=step)
+    loaded = load_model(path, config=model_config(config, n_heads), device=device or "cpu", step=step)
     with Progress(console=stderr, transient=True, disable=json_out) as bar:
         task = bar.add_task("reading weights", total=None)
 

@@ -9,7 +9,9 @@ is the one entry point every command uses. Besides our own files it reads:
   configs contain (numpy scalars and dtypes, and TransformerLens' config dataclass);
 - bare TransformerLens state_dicts (torch or safetensors), whose architecture is inferred from
   tensor names and shapes (``config=`` supplies or overrides fields);
-- run directories (their latest checkpoint, or ``step=``).
+- run directories (their latest checkpoint, or ``step=``);
+- checkpoints of other projects (nanoGPT, Hugging Face single files, wrapped TransformerLens
+  state_dicts), recognised and converted by ``checkpoint_formats`` after the same safe load.
 """
 
 import json
@@ -67,7 +69,7 @@ class LoadedModel:
 
     model: HookedTransformer
     path: str
-    source: str  # toolkit | torch-config | state-dict | run | hf | pretrained
+    source: str  # toolkit | torch-config | state-dict | run | nanogpt | hf-file | hf | pretrained
     task: dict | None = None
     step: int | None = None
     seed: int | None = None
@@ -117,13 +119,14 @@ def save_model(model: HookedTransformer, path: str | Path, *, task: dict | None 
 
 def load_model(path: str | Path, *, config: dict | str | Path | None = None,
                device: str | None = None, step: int | None = None,
-               dtype: str | None = None) -> LoadedModel:
+               dtype: str | None = None, n_heads: int | None = None) -> LoadedModel:
     """Load any model the toolkit accepts; never executes code from the file.
 
     ``config`` (a dict or a JSON file) supplies or overrides config fields; ``step`` picks a
-    checkpoint of a run directory; ``dtype`` (e.g. ``"bfloat16"``) casts the weights.
+    checkpoint of a run directory; ``dtype`` (e.g. ``"bfloat16"``) casts the weights;
+    ``n_heads`` is the head count of a layout that does not show it (docs/checkpoints.md).
     """
-    overrides = _read_config_override(config)
+    overrides = with_n_heads(config, n_heads)
     p = Path(path)
     if p.is_dir():
         loaded = _load_directory(p, overrides, device, step, dtype)
@@ -137,6 +140,16 @@ def load_model(path: str | Path, *, config: dict | str | Path | None = None,
             raise CheckpointError(f"unknown dtype '{dtype}'; use float32, float16 or bfloat16")
         loaded.model = loaded.model.to(target, print_details=False)
     return loaded
+
+
+def with_n_heads(config: dict | str | Path | None, n_heads: int | None) -> dict:
+    """The config overrides of ``config`` (a dict or JSON file) plus ``n_heads`` when given."""
+    overrides = _read_config_override(config)
+    if n_heads is not None:
+        if n_heads < 1:
+            raise CheckpointError(f"--n-heads must be ≥ 1, got {n_heads}")
+        overrides["n_heads"] = int(n_heads)
+    return overrides
 
 
 # --- dispatch ---------------------------------------------------------------------------------
@@ -205,6 +218,11 @@ def _load_safetensors(p: Path, overrides: dict, device: str | None) -> LoadedMod
                               " re-save it or pick another checkpoint") from None
     meta = header.get("__metadata__") or {}
     if meta.get(META_FORMAT) != FORMAT_NAME:
+        from .checkpoint_formats import load_foreign
+
+        foreign = load_foreign(tensors, p, overrides, device)
+        if foreign is not None:
+            return foreign
         model, notes = _model_from_state_dict(tensors, overrides, device, str(p))
         return LoadedModel(model, str(p), "state-dict", notes=notes)
     try:
@@ -223,7 +241,9 @@ def _load_safetensors(p: Path, overrides: dict, device: str | None) -> LoadedMod
 def _load_torch(p: Path, overrides: dict, device: str | None) -> LoadedModel:
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            # memory-mapped: tensors the model does not use (an optimizer's state) stay on disk
+            obj = torch.load(p, map_location="cpu", weights_only=True,
+                             mmap=zipfile.is_zipfile(p))
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{p} contains pickled objects outside the safe allow-list "
@@ -236,21 +256,22 @@ def _load_torch(p: Path, overrides: dict, device: str | None) -> LoadedModel:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p} holds a {type(obj).__name__}, not a dict; expected a "
                               "state_dict or {'config': ..., 'state_dict': ...}")
-    if "state_dict" in obj:
-        state_dict = obj["state_dict"]
-        cfg_obj = obj.get("config", obj.get("cfg"))
-        _check_state_dict(state_dict, p)
-        if cfg_obj is None:
-            model, notes = _model_from_state_dict(state_dict, overrides, device, str(p))
-            return LoadedModel(model, str(p), "state-dict", notes=notes)
-        if isinstance(cfg_obj, HookedTransformerConfig):
-            cfg_obj = cfg_obj.to_dict()
-        if not isinstance(cfg_obj, dict):
-            raise CheckpointError(f"{p}: 'config' is a {type(cfg_obj).__name__}, expected a dict "
-                                  "of HookedTransformerConfig fields")
-        cfg = _config_with(cfg_obj, overrides)
-        model = _instantiate(cfg, state_dict, device, str(p))
-        return LoadedModel(model, str(p), "torch-config")
+    loaded = _from_torch_dict(obj, p, overrides, device)
+    del obj  # everything the model did not take (an optimizer state) goes here
+    for t in [*loaded.model.parameters(), *loaded.model.buffers()]:
+        if t.device.type == "cpu":  # own the memory instead of keeping the file mapped
+            t.data = t.data.clone()
+    return loaded
+
+
+def _from_torch_dict(obj: dict, p: Path, overrides: dict, device: str | None) -> LoadedModel:
+    from .checkpoint_formats import load_foreign
+
+    foreign = load_foreign(obj, p, overrides, device)
+    if foreign is not None:
+        return foreign
+    if "state_dict" in obj:  # a wrapper whose weights are not a dict (dicts are unwrapped above)
+        _check_state_dict(obj["state_dict"], p)
     _check_state_dict(obj, p)
     model, notes = _model_from_state_dict(obj, overrides, device, str(p))
     return LoadedModel(model, str(p), "state-dict", notes=notes)

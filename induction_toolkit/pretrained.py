@@ -142,6 +142,11 @@ def load_named(name: str, *, device: str | None = None, dtype: str | None = None
 
 # --- local directories ------------------------------------------------------------------------
 
+def is_hf_weight_file(path: str | Path) -> bool:
+    """True for the names Hugging Face gives weight files (``model.safetensors``, ``pytorch_model.bin``, shards)."""
+    return bool(_WEIGHT_FILES.match(Path(path).name))
+
+
 def is_hf_directory(path: str | Path) -> bool:
     """A directory whose config.json is a Hugging Face model config (not a training run's)."""
     f = Path(path) / CONFIG_NAME
@@ -196,6 +201,12 @@ def _tl_config(p: Path, hf_cfg: dict[str, Any], tl_name: str | None, dtype: torc
     return _finish_config(cfg, p.name)
 
 
+def tl_config(where: str | Path, hf_cfg: dict[str, Any],
+              dtype: torch.dtype = torch.float32):
+    """TransformerLens' ``HookedTransformerConfig`` for a Hugging Face config dict (no name guessing)."""
+    return _tl_config(Path(where), hf_cfg, None, dtype)
+
+
 def _compat_hf_config(hf_cfg: dict[str, Any]) -> dict[str, Any]:
     """Fields TransformerLens 3.9 reads that transformers 5 no longer writes."""
     out = dict(hf_cfg)
@@ -216,9 +227,6 @@ def load_hf_directory(path: str | Path, *, device: str | None = None, dtype: str
                       cache_dir: str | Path | None = None) -> tuple[HookedTransformer, list[str]]:
     """Convert the Hugging Face causal LM saved in ``path`` into a ``HookedTransformer``."""
     from transformers import AutoModelForCausalLM
-    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
-
-    from .models import build_model, default_device
 
     p = Path(path)
     hf_cfg = _read_hf_config(p)
@@ -235,13 +243,31 @@ def load_hf_directory(path: str | Path, *, device: str | None = None, dtype: str
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{p}: Hugging Face could not load the model "
                               f"({_first_line(exc)})") from None
+    model = hooked_from_hf(hf_model, cfg, str(p), device=device, dtype=torch_dtype)
+    tokenizer = _local_tokenizer(p)
+    if tokenizer is not None:
+        model.tokenizer = tokenizer
+    else:
+        notes.append("no tokenizer files next to the model: scoring without a BOS token")
+    return model, notes
+
+
+def hooked_from_hf(hf_model: Any, cfg: Any, where: str, *, device: str | None = None,
+                   dtype: torch.dtype = torch.float32) -> HookedTransformer:
+    """Convert a loaded Hugging Face causal LM with TransformerLens' own ``convert_*_weights``.
+
+    ``cfg`` is TransformerLens' config for it (``tl_config``); no weight processing is applied.
+    """
+    from transformer_lens.loading_from_pretrained import get_pretrained_state_dict
+
+    from .models import build_model, default_device
+
     hf_model.eval()
     try:
         with offline():
-            state_dict = get_pretrained_state_dict(str(p), cfg, hf_model=hf_model,
-                                                   dtype=torch_dtype)
+            state_dict = get_pretrained_state_dict(where, cfg, hf_model=hf_model, dtype=dtype)
     except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{p}: TransformerLens could not convert the weights "
+        raise CheckpointError(f"{where}: TransformerLens could not convert the weights "
                               f"({type(exc).__name__}: {_first_line(exc)})") from None
     del hf_model
     dev = device or default_device()
@@ -252,18 +278,12 @@ def load_hf_directory(path: str | Path, *, device: str | None = None, dtype: str
                                           fold_value_biases=False,
                                           refactor_factored_attn_matrices=False)
     except (RuntimeError, KeyError) as exc:  # e.g. a head_dim TransformerLens' config ignores
-        raise CheckpointError(f"{p}: the converted weights do not fit TransformerLens' config "
+        raise CheckpointError(f"{where}: the converted weights do not fit TransformerLens' config "
                               f"for this architecture ({_first_line(exc)})") from None
     del state_dict
     if dev != "cpu":
         model = model.to(dev, print_details=False)
-    model.eval()
-    tokenizer = _local_tokenizer(p)
-    if tokenizer is not None:
-        model.tokenizer = tokenizer
-    else:
-        notes.append("no tokenizer files next to the model: scoring without a BOS token")
-    return model, notes
+    return model.eval()
 
 
 def _local_tokenizer(p: Path):
