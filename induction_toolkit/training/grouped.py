@@ -45,8 +45,8 @@ GROUPABLE_FIELDS = frozenset({"seed", "data_seed", "lr", "weight_decay", "dropou
 # loss functions the grouped forward runs, and whether under bfloat16 autocast
 GROUPED_LOSS_FNS = {"fast": False, "fast-bf16": True}
 
-__all__ = ["GROUPABLE_FIELDS", "GroupProgress", "MemberResult", "check_groupable", "raise_if_diverged",
-           "train_grouped"]
+__all__ = ["GROUPABLE_FIELDS", "GroupProgress", "MemberResult", "check_groupable", "parse_seeds",
+           "raise_if_diverged", "seed_run_dir", "train_grouped"]
 
 
 @dataclass
@@ -69,6 +69,28 @@ class GroupProgress:
     tokens_per_s: float  # summed over the members that stepped
     best_prefix_matching: float  # best over members
     diverged: int  # members stopped so far
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from ``"0-7"``, ``"0,1,5"`` or a mix (``"0-3,8"``); ``ConfigError`` when malformed."""
+    seeds: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
+        except ValueError:
+            raise ConfigError(f"--seeds must look like 0-7 or 0,1,5, got '{text}'") from None
+        if first < 0 or last < first:
+            raise ConfigError(f"--seeds: '{part}' is not a range of seeds ≥ 0 (low-high)")
+        seeds.extend(range(first, last + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds names a seed twice: '{text}'")
+    return seeds
+
+
+def seed_run_dir(out: str | Path, seed: int) -> Path:
+    """Where ``induct train --seeds`` puts the run of ``seed`` inside ``out``."""
+    return Path(out) / f"seed_{seed}"
 
 
 def check_groupable(configs: Sequence[TrainConfig]) -> None:
