@@ -33,6 +33,7 @@ def _grouped_losses(configs, out_dirs=None, **kw):
     return [[row[g] for row in losses] for g in range(len(configs))], results
 
 
+@pytest.mark.slow
 def test_members_start_from_their_seeds_weights_and_keep_their_own_hyperparameters(tmp_path):
     common = dict(TINY, steps=200, checkpoint_every=100)
     configs = [TrainConfig(**common, seed=0, lr=3e-3, weight_decay=0.01),
@@ -128,6 +129,12 @@ def test_a_diverging_member_stops_and_is_reported_while_the_others_go_on(tmp_pat
     dirs = [tmp_path / "bad", tmp_path / "good"]
     grouped, results = _grouped_losses(configs, dirs)
     bad, good = results
+    # initial weights: the checkpoint at step 0 is build_model with the member's seed
+    start = load_file(list_checkpoints(dirs[1])[0])
+    want = build_model("attn-only-2l", seed=1, device="cpu").state_dict()
+    assert all(torch.equal(start[k], want[k]) for k in start)
+    other = build_model("attn-only-2l", seed=0, device="cpu").state_dict()
+    assert not torch.equal(start["embed.W_E"], other["embed.W_E"])
     assert bad.diverged is not None and "non-finite" in bad.diverged
     assert max(list_checkpoints(dirs[0])) < 15 and max(list_checkpoints(dirs[1])) == 15
     assert good.diverged is None
