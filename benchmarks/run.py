@@ -11,6 +11,10 @@ reported. What is measured (see benchmarks/README.md for the formulas):
   repeated tokens; the two runs' losses (same seed, same batches) are compared too.
 - blog: blog-4l on the copying task: model FLOPs utilisation of the fused forward (achieved FLOP/s
   over a large fp32 matmul's, timed here), and bf16-autocast steps/s over the hooked fp32 ones.
+- grouped: G runs of attn-only-2l trained as one batched model (``training.grouped``): member
+  steps/s at G = 2, 4, 8, 16 over sequential single fused runs, MFU at G = 8 beside a single run's,
+  bf16 the same where bf16 matmuls are native, peak RSS at G = 8 over a single run's; on CUDA,
+  member steps/s for G = 1 … 64.
 - patch: exact patching of every head at every position (attn-only-4l, 32 tokens) against
   ``transformer_lens.patching.get_act_patch_attn_head_out_by_pos``: speed and max |difference|.
 - attribution: attribution patching against exact patching on a freshly trained attn-only-4l:
@@ -40,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("peak", "train", "blog", "patch", "attribution", "help", "memory")
+SECTIONS = ("peak", "train", "blog", "grouped", "patch", "attribution", "help", "memory")
 
 
 def _log(msg: str) -> None:
@@ -183,6 +187,107 @@ def bench_blog(ctx: dict) -> dict:
             "blog_steps_per_s_fast": med["fast"], "blog_steps_per_s_bf16": med["fast-bf16"],
             "blog_steps_per_s_transformerlens": med["hooked"],
             "blog_gflop_per_step": flops / 1e9}
+
+
+# --- grouped training ---------------------------------------------------------------------------
+
+_GROUPED_SIZES = (2, 4, 8, 16)
+_GROUPED_RSS = ("import sys, torch; from induction_toolkit.training import TrainConfig, train; "
+                "from induction_toolkit.training.grouped import train_grouped; "
+                "g = int(sys.argv[1]); torch.set_num_threads(int(sys.argv[2])); "
+                "cfg = dict(preset='attn-only-2l', task='repeated', steps=5, batch_size=32, "
+                "eval_every=10**9, eval_batch=8, score_batch=4, log_checkpoints=0, device='cpu'); "
+                "train(TrainConfig(**cfg), None, handle_signals=False) if g == 0 else "
+                "train_grouped([TrainConfig(**cfg, seed=s) for s in range(g)], None, progress=False, "
+                "handle_signals=False)")
+
+
+def _grouped_rate(g: int, device: str, steps: int, skip: int, loss_fn: str = "fast",
+                  **cfg: Any) -> tuple[float, Any]:
+    """Median member-steps/s (steps/s summed over the G members) of ``train_grouped``."""
+    import torch
+
+    from induction_toolkit.training import TrainConfig
+    from induction_toolkit.training.grouped import train_grouped
+
+    rates: list[float] = []
+    configs = [TrainConfig(**{**dict(eval_every=10 ** 9, eval_batch=8, score_batch=4,
+                                     log_checkpoints=0, device=device, loss_fn=loss_fn,
+                                     steps=steps), **cfg, "seed": s}) for s in range(g)]
+    with torch.random.fork_rng(devices=[]):
+        results = train_grouped(configs, None, progress=lambda p: rates.append(p.tokens_per_s),
+                                handle_signals=False)
+    tokens_per_step = configs[0].batch_size * results[0].task.seq_len
+    return statistics.median(rates[skip:]) / tokens_per_step, results[0]
+
+
+def _native_bf16(ctx: dict) -> bool:
+    return ctx["device"].startswith("cuda") or ctx.get("bf16_matmul_speed_vs_fp32", 0.0) >= 1.0
+
+
+def bench_grouped(ctx: dict) -> dict:
+    device, quick = ctx["device"], ctx["quick"]
+    steps, skip, repeats = (10, 2, 3) if quick else (40, 5, 3)
+    cfg = dict(preset="attn-only-2l", task="repeated", batch_size=32)
+    # --quick times bf16 at G = 8 only (the MFU point), the full run at every G
+    sizes = {"fp32": _GROUPED_SIZES, "bf16": (8,) if quick else _GROUPED_SIZES}
+    dtypes = ["fp32"] + (["bf16"] if _native_bf16(ctx) else [])
+    if "bf16" not in dtypes:
+        _log("grouped bf16: skipped, this CPU has no native bf16 matmuls "
+             f"(bf16 {ctx.get('bf16_matmul_speed_vs_fp32', float('nan')):.2f}× fp32)")
+    single: dict[str, list[float]] = {d: [] for d in dtypes}
+    grouped: dict[str, dict[int, list[float]]] = {d: {g: [] for g in sizes[d]} for d in dtypes}
+    hooked: list[float] = []
+    flops = None
+    for r in range(repeats):
+        h, _, _ = _train_rate("hooked", device, steps, skip, **cfg, seed=0)
+        hooked.append(h)
+        for dtype in dtypes:
+            loss_fn = "fast" if dtype == "fp32" else "fast-bf16"
+            s, _, result = _train_rate(loss_fn, device, steps, skip, **cfg, seed=0)
+            single[dtype].append(s)
+            flops = flops or _flops_per_step(result, cfg["batch_size"])
+            for g in sizes[dtype]:
+                rate, _ = _grouped_rate(g, device, steps, skip, loss_fn=loss_fn, **cfg)
+                grouped[dtype][g].append(rate)
+            _log(f"grouped {dtype} repeat {r + 1}/{repeats}: single {s:.1f} steps/s, grouped " +
+                 ", ".join(f"G={g} {v[-1]:.1f}" for g, v in grouped[dtype].items()) +
+                 " member-steps/s")
+    peak = ctx["peak_flops"]
+    out: dict[str, Any] = {"grouped_gflop_per_member_step": flops / 1e9}
+    for dtype in dtypes:
+        suffix = "" if dtype == "fp32" else "_bf16"
+        ratios = {g: statistics.median([x / s for x, s in zip(v, single[dtype])])
+                  for g, v in grouped[dtype].items()}
+        out[f"grouped_throughput_vs_sequential{suffix}"] = {str(g): v for g, v in ratios.items()}
+        for g, v in ratios.items():
+            out[f"grouped_throughput_vs_sequential{suffix}_g{g}"] = v
+        out[f"grouped_member_steps_per_s{suffix}"] = {
+            str(g): statistics.median(v) for g, v in grouped[dtype].items()}
+        out[f"single_steps_per_s{suffix}"] = statistics.median(single[dtype])
+    out["grouped_mfu_fp32"] = statistics.median(grouped["fp32"][8]) * flops / peak
+    out["single_mfu_fp32"] = statistics.median(single["fp32"]) * flops / peak
+    out["grouped_throughput_vs_transformerlens_g8"] = statistics.median(
+        [x / h for x, h in zip(grouped["fp32"][8], hooked)])
+    if "bf16" not in dtypes:
+        out["grouped_throughput_vs_sequential_bf16"] = None  # no native bf16 here: not measured
+    if device == "cpu":
+        import torch
+
+        threads = str(torch.get_num_threads())
+        cmd = [sys.executable, "-c", _GROUPED_RSS]
+        n_rss = 1 if quick else 3
+        single_rss = statistics.median(_peak_rss_mb(cmd + ["0", threads]) for _ in range(n_rss))
+        g8_rss = statistics.median(_peak_rss_mb(cmd + ["8", threads]) for _ in range(n_rss))
+        out.update(grouped_peak_rss_mb_g8=g8_rss, single_peak_rss_mb=single_rss,
+                   grouped_peak_rss_ratio_g8=g8_rss / single_rss)
+    else:  # launch-bound on a GPU: member-steps/s from G = 1 to 64 against one run
+        sizes = (1, 2, 4, 8, 16, 32, 64)
+        rates = {g: statistics.median(_grouped_rate(g, device, steps, skip, **cfg)[0]
+                                      for _ in range(repeats)) for g in sizes}
+        out["grouped_gpu_member_steps_per_s"] = {str(g): v for g, v in rates.items()}
+        out["grouped_gpu_throughput_vs_single_g64"] = rates[64] / statistics.median(single["fp32"])
+    return out
 
 
 # --- patching ---------------------------------------------------------------------------------
@@ -356,7 +461,8 @@ def bench_memory(ctx: dict) -> dict:
 
 # --- driver -----------------------------------------------------------------------------------
 
-BENCHES = {"peak": bench_peak, "train": bench_train, "blog": bench_blog, "patch": bench_patch,
+BENCHES = {"peak": bench_peak, "train": bench_train, "blog": bench_blog, "grouped": bench_grouped,
+           "patch": bench_patch,
            "attribution": bench_attribution, "help": bench_help, "memory": bench_memory}
 
 TARGETS = {  # key: (threshold, higher is better)
@@ -369,6 +475,9 @@ TARGETS = {  # key: (threshold, higher is better)
     "attribution_speedup_vs_exact": (50.0, True),
     "help_time_ratio_vs_typer_rich_import": (2.0, False),
     "train_loss_max_abs_diff_50_steps": (1e-5, False),
+    "grouped_mfu_fp32": (0.7, True),
+    "grouped_peak_rss_ratio_g8": (3.0, False),
+    "grouped_gpu_throughput_vs_single_g64": (10.0, True),
 }
 
 
@@ -410,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"device": device, "quick": args.quick, "machine": info,
                                "load_average_start": _load()}
     wanted = args.only or list(SECTIONS)
-    if "peak" not in wanted and "blog" in wanted:
+    if "peak" not in wanted and ("blog" in wanted or "grouped" in wanted):
         wanted = ["peak", *wanted]  # MFU needs the peak of this run
     t0 = time.perf_counter()
     for name in SECTIONS:

@@ -39,6 +39,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
     dropout: Annotated[float, typer.Option(help="Attention and residual dropout.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the weights, data and dropout.")] = 0,
+    seeds: Annotated[Optional[str], typer.Option(help="Train these seeds as one grouped model (0-7 or 0,1,5), writing OUT/seed_N for each (docs/performance.md).")] = None,
     eval_every: Annotated[int, typer.Option(help=f"Evaluate (one {METRICS_FILENAME} line) every N steps (≤ 10 resolves the induction transition).")] = 10,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Linear checkpoint spacing (default steps/10).")] = None,
     log_checkpoints: Annotated[int, typer.Option(help="Extra log-spaced checkpoints (dense early).")] = 20,
@@ -73,9 +74,17 @@ def train(
                              embed_init_std=embed_init_std,
                              model_overrides=_parse_options(model_opt or [], "--model-opt"),
                              task_options=_parse_options(task_opt or [], "--task-opt"))
+        if seeds is not None:
+            from ._grouped import train_seeds
+
+            return train_seeds(config, seeds, out, resume=False, quiet=quiet)
         from induction_toolkit.training.loop import check_new_run_dir
 
         check_new_run_dir(out, config)  # every refusal before the progress bar starts
+    elif seeds is not None:
+        from ._grouped import train_seeds
+
+        return train_seeds(None, seeds, resume, resume=True, quiet=quiet)
     else:
         from induction_toolkit.run_dir import read_run_config
 
