@@ -222,8 +222,10 @@ def _load_safetensors(p: Path, overrides: dict, device: str | None) -> LoadedMod
 
 def _load_torch(p: Path, overrides: dict, device: str | None) -> LoadedModel:
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+        # A file object, not the path: torch ≥ 2.13 hands any *.safetensors path to safetensors,
+        # whatever the bytes say (a torch file so named failed with an uncaught SafetensorError)
+        with torch.serialization.safe_globals(_SAFE_GLOBALS), open(p, "rb") as fh:
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{p} contains pickled objects outside the safe allow-list "

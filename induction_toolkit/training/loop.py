@@ -38,7 +38,7 @@ from ..tasks.registry import make_task
 from .config import TrainConfig
 from .evaluate import Evaluator
 from .schedule import checkpoint_steps, eval_steps
-from .state import ResumeState, TrainState, load_state, restore_rng, save_state
+from .state import ResumeState, TrainState, load_state, restore_into, save_state
 from .step import dropout_hooks, get_loss_fn, optimizer_options
 
 
@@ -219,12 +219,12 @@ class _Run:
         """Weights from the checkpoint at the saved step; optimizer, RNG, counters from the state."""
         step = saved.train.step
         loaded = load_model(checkpoint_path(self.run_dir, step), device=self.device)
-        self.model.load_state_dict(loaded.model.state_dict())
-        self.optimizer.load_state_dict(saved.optimizer)
-        restore_rng(saved.rng, self.generator)
+        self.metrics = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
+        restore_into(saved, loaded.model, self.metrics, model=self.model,
+                     optimizer=self.optimizer, generator=self.generator, run_dir=self.run_dir,
+                     eval_at=eval_steps(self.config.steps, self.config.eval_every))
         self.state = saved.train
         self.resumed_from = self.last_good = step
-        self.metrics = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
         write_metrics(self.run_dir, self.metrics)
 
     def run(self, progress: Callable[[Progress], None] | None, handle_signals: bool) -> None:
