@@ -175,6 +175,21 @@ def _check_shapes(row: dict[str, Any], shapes: dict[str, tuple], path: Path, num
                               "it (damaged or mixed-up file)")
 
 
+def remove_partial_writes(run_dir: str | Path) -> list[Path]:
+    """Delete the temp files a killed writer left behind (``atomic``'s ``.NAME.*.tmp``).
+
+    Nothing ever reads them (the rename that would publish one never happened); called when a
+    run resumes, so kills do not pile up half-files. Returns what was removed.
+    """
+    run_dir = Path(run_dir)
+    gone = []
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR, run_dir / FIGURES_DIR):
+        for f in folder.glob(".*.tmp") if folder.is_dir() else ():
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
+
+
 # --- writers ----------------------------------------------------------------------------------
 
 def create_run_dir(run_dir: str | Path, config: dict[str, Any]) -> Path:
