@@ -16,7 +16,6 @@ import json
 import pickle
 import re
 import struct
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,10 +185,13 @@ def _load_file(p: Path, overrides: dict, device: str | None) -> LoadedModel:
         raise CheckpointError(f"cannot read {p}: {exc.strerror}") from None
     if not head:
         raise CheckpointError(f"{p} is empty; it holds no model (was the save interrupted?)")
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return _load_torch(p, overrides, device)
+    # safetensors first: its 8-byte header length can start with 0x80 (any length ≡ 128 mod 256),
+    # which also opens a pickle; a torch file never has '{' right after 8 bytes (zip: the
+    # compression method; pickle: the protocol and torch's magic number)
     if len(head) == 9 and head[8:9] == b"{":
         return _load_safetensors(p, overrides, device)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return _load_torch(p, overrides, device)
     raise CheckpointError(f"{p} is not a model file: neither safetensors nor a torch checkpoint")
 
 
@@ -232,7 +234,8 @@ def _load_torch(p: Path, overrides: dict, device: str | None) -> LoadedModel:
             f"({_unsafe_globals_hint(exc)}); it was not loaded because unpickling it could run "
             "code. Re-save only tensors and plain config values, e.g. torch.save({'config': "
             "cfg.to_dict(), 'state_dict': model.state_dict()}), or use safetensors") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001  damaged bytes: torch's unpickler raises anything
+        # (RuntimeError, EOFError, zipfile.BadZipFile, but also IndexError, TypeError, …)
         raise CheckpointError(f"{p} is a damaged or truncated torch file ({_first_line(exc)}); "
                               "re-save it or pick another checkpoint") from None
     if not isinstance(obj, dict):
