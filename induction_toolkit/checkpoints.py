@@ -12,6 +12,7 @@ is the one entry point every command uses. Besides our own files it reads:
 - run directories (their latest checkpoint, or ``step=``).
 """
 
+import dataclasses
 import json
 import pickle
 import re
@@ -45,6 +46,9 @@ META_TASK = "task"
 META_STEP = "step"
 META_SEED = "seed"
 META_EXTRA = "extra"
+
+# Every field name a HookedTransformerConfig has (what a --config file may set).
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(HookedTransformerConfig))
 
 # Buffers TransformerLens rebuilds from the config; a state_dict may or may not carry them.
 _DERIVED_BUFFERS = re.compile(r"(\.IGNORE|\.mask|\.rotary_sin|\.rotary_cos)$")
@@ -459,6 +463,11 @@ def _read_config_override(config: dict | str | Path | None) -> dict:
         raise CheckpointError(f"config file {p} is not valid JSON ({_first_line(exc)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"config file {p} must hold a JSON object of config fields")
+    # A file someone wrote by hand: a misspelt field would otherwise be dropped without a word
+    unknown = sorted(k for k in data if k not in _CONFIG_FIELDS)
+    if unknown:
+        raise CheckpointError(f"config file {p}: unknown field(s) {', '.join(map(repr, unknown))}"
+                              " (not HookedTransformerConfig fields)")
     return data
 
 

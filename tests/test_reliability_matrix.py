@@ -39,8 +39,8 @@ class Cmd:
     """One way of calling a command on a bad input.
 
     ``argv``: arguments, formatted with ``path`` (the bad model), ``run`` (the bad run directory),
-    ``good`` (a good checkpoint) and ``out`` (an empty folder for outputs). ``slot``: "model" or
-    "run". ``targets``: for a run command, which of its files are spoiled. ``run_at``: where the
+    ``good`` (a good checkpoint) and ``out`` (an empty folder for outputs). ``slot``: "model",
+    "run" or "config" (``{path}`` is then a ``--config`` JSON file). ``targets``: for a run command, which of its files are spoiled. ``run_at``: where the
     run sits under ``out`` when the command names a parent (reproduce). ``tolerates``: inputs the
     command reads past on purpose (a torn last metrics line, for a command that only reads).
     """
@@ -66,6 +66,8 @@ COMMANDS = [
                     "--max-positions", "8", "--baseline-samples", "2")),
     Cmd("report", ("report", "{path}", "--out", "{out}/report.html", *SMALL)),
     Cmd("compare", ("compare", "{path}", "{good}", "--out", "{out}/compare.png", *SMALL)),
+    # the --config file every model command takes, spoiled (the checkpoint itself is good)
+    Cmd("score-config", ("score", "{good}", "--config", "{path}", *SMALL), slot="config"),
     Cmd("dynamics", ("dynamics", "{run}", "--no-figures"), slot="run",
         targets=("config", "metrics"), tolerates=("torn-metrics",)),
     Cmd("train-resume-config", ("train", "--resume", "{run}", "--quiet"), slot="run",
@@ -257,6 +259,20 @@ SPOIL = {
                         model=lambda f, r, m: _config_keys_checkpoint(f)),
     "damaged-metrics": dict(metrics=lambda f, r, m: _damaged_metrics(r)),
 }
+# A --config file: JSON of HookedTransformerConfig fields.
+SPOIL_CONFIG_FILE = {
+    "empty": lambda r, m: b"",
+    "random-bytes": lambda r, m: _random_bytes(),
+    "truncated": lambda r, m: _model_config(r)[:40],
+    "code-pickle": lambda r, m: _evil_torch_bytes(m, lambda p: {"n_layers": p}),
+    "wrong-types": lambda r, m: b"[1, 2, 3]",
+    "inconsistent-shapes": lambda r, m: json.dumps({"d_model": 12, "d_head": 3}).encode(),
+    "config-keys": lambda r, m: json.dumps({"n_head": 2}).encode(),  # a typo of n_heads
+}
+
+
+def _model_config(run: Path) -> bytes:
+    return json.dumps(json.loads(rd.config_path(run).read_text())["model"]).encode()
 # Inputs that are a whole path rather than a spoiled file.
 WHOLE = ("missing-path", "not-a-run", "torn-metrics")
 INPUTS = [*WHOLE[:2], *SPOIL, WHOLE[2]]
@@ -271,6 +287,8 @@ def _applies(cmd: Cmd, inp: str) -> bool:
     if inp in WHOLE:
         # a torn last metrics line only matters to commands that read metrics
         return inp != "torn-metrics" or "metrics" in cmd.targets
+    if cmd.slot == "config":
+        return inp in SPOIL_CONFIG_FILE
     kinds = cmd.targets if cmd.slot == "run" else ("model",)
     return any(k in SPOIL[inp] for k in kinds)
 
@@ -302,6 +320,9 @@ def _build(cmd: Cmd, inp: str, good: dict, tmp: Path) -> tuple[list[str], Path, 
             if spoil is not None:
                 f = _target_file(run, target)
                 f.write_bytes(spoil(_target_file(src_run, target), src_run, marker))
+    elif cmd.slot == "config":
+        path = tmp / "cfg.json"
+        path.write_bytes(SPOIL_CONFIG_FILE[inp](good["run"], marker))
     else:
         path.write_bytes(SPOIL[inp]["model"](good["ckpt"], good["run"], marker))
     argv = [a.format(path=path, run=run, good=good["ckpt"], out=out) for a in cmd.argv]
