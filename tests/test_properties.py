@@ -25,6 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from induction_toolkit.errors import InductionToolkitError
+# imported here, not inside a strategy: a first import may touch the global `random` state,
+# which hypothesis (rightly) objects to during generation
+from induction_toolkit.models import PRESETS, preset_config
+from induction_toolkit.tasks.repeated import RepeatedTokensConfig
 
 settings.register_profile("default-suite", max_examples=20, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -39,8 +43,6 @@ ROUND_TRIP = settings(PROFILE, max_examples=8) if PROFILE.max_examples <= 20 els
 
 @st.composite
 def repeated_tokens_configs(draw):
-    from induction_toolkit.tasks.repeated import RepeatedTokensConfig
-
     seq_len = draw(st.integers(1, 12))
     bos = draw(st.sampled_from([None, 0]))
     d_vocab = draw(st.integers(3 + (bos is not None), 40))  # small: duplicates inside a segment
@@ -107,8 +109,6 @@ def test_training_tasks_sample_in_range_and_are_determined_by_the_seed(kind, seq
 
 @st.composite
 def model_configs(draw):
-    from induction_toolkit.models import PRESETS, preset_config
-
     preset = draw(st.sampled_from(sorted(PRESETS)))
     n_heads = draw(st.integers(1, 3))
     d_head = draw(st.sampled_from([4, 8]))
