@@ -3,9 +3,12 @@
 Nothing here imports torch or TransformerLens, so ``induct --help`` stays instant.
 """
 
+import contextlib
 import errno
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,19 +41,45 @@ def error_exit(exc: BaseException) -> "typer.Exit | None":
     """For a failure the user can act on, print its one ``error:`` line and return the Exit.
 
     ``InductionToolkitError`` exits with its ``exit_code`` (2; 3 for a diverged run), an
-    ``OSError`` (unwritable or missing ``--out`` parent, full disk) with 2, an interrupt with 130.
+    ``OSError`` (unwritable or missing ``--out`` parent, full disk) with 2, an interrupt with 130,
+    SIGTERM (``Terminated``) with 143.
     Anything else is a bug: returns None so the caller re-raises it with its traceback. The one
     caller is the app's group (``help.TopLevelHelp.invoke``), so every subcommand gets this.
     """
     from induction_toolkit.errors import InductionToolkitError
 
     if isinstance(exc, KeyboardInterrupt):
-        return fail("interrupted", 130)
+        # args: what was kept, when the command says (training: the checkpoint it saved)
+        detail = f": {exc.args[0]}" if exc.args else ""
+        if isinstance(exc, Terminated):
+            return fail(f"terminated (SIGTERM){detail}", 143)
+        return fail(f"interrupted{detail}", 130)
     if isinstance(exc, InductionToolkitError):
         return fail(str(exc), exc.exit_code)
     if isinstance(exc, OSError) and exc.errno != errno.EPIPE:  # a closed pipe is click's to handle
         return fail(_os_error_line(exc), 2)
     return None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds (and saves) as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def terminate_as_exception():
+    """While inside, SIGTERM raises ``Terminated`` (main thread only; restored on the way out)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _os_error_line(exc: OSError) -> str:

@@ -1,7 +1,7 @@
 """The app's top-level group: one error handler for every command, and ``induct --help``.
 
 ``TopLevelHelp.invoke`` wraps every subcommand: a user-facing failure (``InductionToolkitError``,
-``OSError``, Ctrl-C) becomes one ``error: …`` line on stderr and its exit code (see
+``OSError``, Ctrl-C, SIGTERM) becomes one ``error: …`` line on stderr and its exit code (see
 ``_common.error_exit``); anything else is a bug and keeps its traceback. Being the Typer group's
 ``cls``, it applies both to the installed ``induct`` and to ``CliRunner().invoke(app, …)``.
 
@@ -26,9 +26,16 @@ class TopLevelHelp(TyperGroup):
     """The top-level command group: the CLI's one error handler, and a light ``--help``."""
 
     def invoke(self, ctx: Any) -> Any:
-        """Run the subcommand; a user-facing failure exits with one ``error:`` line."""
+        """Run the subcommand; a user-facing failure exits with one ``error:`` line.
+
+        SIGTERM is turned into an exception for the command's duration, so it unwinds like
+        Ctrl-C (temp files removed, training saves its step first) and exits 143 with one line.
+        """
+        from ._common import terminate_as_exception
+
         try:
-            return super().invoke(ctx)
+            with terminate_as_exception():
+                return super().invoke(ctx)
         except (Exception, KeyboardInterrupt) as exc:
             from ._common import error_exit
 

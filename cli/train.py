@@ -104,7 +104,16 @@ def train(
             bar.update(bar_task, completed=p.step, total=p.total, loss=f"{p.loss:.3f}",
                        tps=f"{p.tokens_per_s:,.0f}", pm=f"{p.best_prefix_matching:.2f}")
 
-        result = run_training(config, run_dir, resume=resume is not None, progress=on_step)
+        try:
+            result = run_training(config, run_dir, resume=resume is not None, progress=on_step)
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say what was kept, and how to go on
+            from induction_toolkit.run_dir import list_checkpoints
+
+            kept = list_checkpoints(run_dir)
+            if kept and not stop.args:
+                stop.args = (f"checkpoint at step {max(kept)} saved; continue with "
+                             f"induct train --resume {run_dir}",)
+            raise
     last = result.metrics[-1] if result.metrics else {}
     stdout.print(f"run {result.run_dir}: {result.config.steps} steps; eval loss "
                  f"{last.get('eval_loss', float('nan')):.3f}, repeated-half loss "

@@ -14,6 +14,8 @@ is the one entry point every command uses. Besides our own files it reads:
   state_dicts), recognised and converted by ``checkpoint_formats`` after the same safe load.
 """
 
+import contextlib
+import dataclasses
 import json
 import pickle
 import re
@@ -48,6 +50,9 @@ META_TASK = "task"
 META_STEP = "step"
 META_SEED = "seed"
 META_EXTRA = "extra"
+
+# Every field name a HookedTransformerConfig has (what a --config file may set).
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(HookedTransformerConfig))
 
 # Buffers TransformerLens rebuilds from the config; a state_dict may or may not carry them.
 _DERIVED_BUFFERS = re.compile(r"(\.IGNORE|\.mask|\.rotary_sin|\.rotary_cos)$")
@@ -199,10 +204,13 @@ def _load_file(p: Path, overrides: dict, device: str | None) -> LoadedModel:
         raise CheckpointError(f"cannot read {p}: {exc.strerror}") from None
     if not head:
         raise CheckpointError(f"{p} is empty; it holds no model (was the save interrupted?)")
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return _load_torch(p, overrides, device)
+    # safetensors first: its 8-byte header length can start with 0x80 (any length ≡ 128 mod 256),
+    # which also opens a pickle; a torch file never has '{' right after 8 bytes (zip: the
+    # compression method; pickle: the protocol and torch's magic number)
     if len(head) == 9 and head[8:9] == b"{":
         return _load_safetensors(p, overrides, device)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return _load_torch(p, overrides, device)
     raise CheckpointError(f"{p} is not a model file: neither safetensors nor a torch checkpoint")
 
 
@@ -240,17 +248,22 @@ def _load_safetensors(p: Path, overrides: dict, device: str | None) -> LoadedMod
 
 def _load_torch(p: Path, overrides: dict, device: str | None) -> LoadedModel:
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            # memory-mapped: tensors the model does not use (an optimizer's state) stay on disk
-            obj = torch.load(p, map_location="cpu", weights_only=True,
-                             mmap=zipfile.is_zipfile(p))
+        # A path is memory-mapped, so tensors the model does not use (an optimizer's state) stay
+        # on disk; but torch >= 2.13 hands any *.safetensors path to safetensors whatever the bytes
+        # say (a torch file so named failed with an uncaught SafetensorError), so such a name is
+        # read from a file object instead.
+        mapped = zipfile.is_zipfile(p) and p.suffix != ".safetensors"
+        with torch.serialization.safe_globals(_SAFE_GLOBALS), \
+                (contextlib.nullcontext(p) if mapped else open(p, "rb")) as src:
+            obj = torch.load(src, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{p} contains pickled objects outside the safe allow-list "
             f"({_unsafe_globals_hint(exc)}); it was not loaded because unpickling it could run "
             "code. Re-save only tensors and plain config values, e.g. torch.save({'config': "
             "cfg.to_dict(), 'state_dict': model.state_dict()}), or use safetensors") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001  damaged bytes: torch's unpickler raises anything
+        # (RuntimeError, EOFError, zipfile.BadZipFile, but also IndexError, TypeError, …)
         raise CheckpointError(f"{p} is a damaged or truncated torch file ({_first_line(exc)}); "
                               "re-save it or pick another checkpoint") from None
     if not isinstance(obj, dict):
@@ -288,6 +301,7 @@ def _check_state_dict(sd: Any, p: Path) -> None:
 
 
 def _config_with(cfg_dict: dict, overrides: dict) -> HookedTransformerConfig:
+    _check_override_fields(overrides)
     try:
         return config_from_dict({**cfg_dict, **overrides})
     except ConfigError as exc:
@@ -452,6 +466,7 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], overrides: dict, device:
         if not overrides:
             raise CheckpointError(f"{where}: {exc}") from None
         fields, notes = {}, []
+    _check_override_fields(overrides)
     fields.update(overrides)
     # each note names the field it guessed; a field the user supplied needs no note
     notes = [n for n in notes if n.split(":", 1)[0] not in overrides]
@@ -476,6 +491,16 @@ def _read_config_override(config: dict | str | Path | None) -> dict:
     if not isinstance(data, dict):
         raise CheckpointError(f"config file {p} must hold a JSON object of config fields")
     return data
+
+
+def _check_override_fields(overrides: dict) -> None:
+    # Overrides someone wrote by hand: a misspelt field would otherwise be dropped without a word.
+    # Checked where they become a HookedTransformerConfig, not when read: for a Hugging Face file
+    # they are fields of its own config class, which checkpoint_formats checks.
+    unknown = sorted(k for k in overrides if k not in _CONFIG_FIELDS)
+    if unknown:
+        raise CheckpointError(f"--config: unknown field(s) {', '.join(map(repr, unknown))}"
+                              " (not HookedTransformerConfig fields)")
 
 
 def _unsafe_globals_hint(exc: Exception) -> str:

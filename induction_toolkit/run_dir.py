@@ -136,13 +136,14 @@ def read_metrics(run_dir: str | Path) -> MetricRows:
     except OSError as exc:
         raise RunDirError(f"cannot read {path}: {exc.strerror}") from None
     lines = [(i, line) for i, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
-    rows, notes = [], []
+    rows, notes, shapes = [], [], {}
     for k, (number, line) in enumerate(lines):
         try:
             row = json.loads(line.decode("utf-8"))
         except ValueError:  # also UnicodeDecodeError: a line cut inside a multi-byte character
             row = None
-        if isinstance(row, dict) and "step" in row:
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            _check_shapes(row, shapes, path, number)
             rows.append(row)
             continue
         if k == len(lines) - 1:
@@ -152,6 +153,41 @@ def read_metrics(run_dir: str | Path) -> MetricRows:
         raise RunDirError(f"{path}: line {number} is not a metrics row (damaged file); the rows "
                           f"after it cannot be trusted")
     return MetricRows(rows, notes)
+
+
+def _nested_shape(value: list) -> tuple[int, ...] | None:
+    """The shape of a rectangular nested list (None when ragged)."""
+    if not value or not isinstance(value[0], list):
+        return (len(value),)
+    inner = {_nested_shape(v) if isinstance(v, list) else None for v in value}
+    return (len(value), *inner.pop()) if len(inner) == 1 and None not in inner else None
+
+
+def _check_shapes(row: dict[str, Any], shapes: dict[str, tuple], path: Path, number: int) -> None:
+    """Per-head fields (lists) keep one rectangular shape across the rows of a run."""
+    for key, value in row.items():
+        if not isinstance(value, list):
+            continue
+        shape = _nested_shape(value)
+        if shape is None or shapes.setdefault(key, shape) != shape:
+            raise RunDirError(f"{path}: line {number}: '{key}' has shape "
+                              f"{shape or 'ragged'}, not {shapes.get(key)} like the rows before "
+                              "it (damaged or mixed-up file)")
+
+
+def remove_partial_writes(run_dir: str | Path) -> list[Path]:
+    """Delete the temp files a killed writer left behind (``atomic``'s ``.NAME.*.tmp``).
+
+    Nothing ever reads them (the rename that would publish one never happened); called when a
+    run resumes, so kills do not pile up half-files. Returns what was removed.
+    """
+    run_dir = Path(run_dir)
+    gone = []
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR, run_dir / FIGURES_DIR):
+        for f in folder.glob(".*.tmp") if folder.is_dir() else ():
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
 
 
 # --- writers ----------------------------------------------------------------------------------

@@ -607,6 +607,10 @@ def score_model(model: HookedTransformer, *, task: RepeatedTokensConfig | None =
                           f"({model.cfg.n_ctx}); lower --seq-len or --repeats")
     if tokens.shape[1] != task.total_len:
         raise ValueError(f"tokens have {tokens.shape[1]} positions, the task {task.total_len}")
+    if tokens.shape[1] < 4:  # was a ValueError traceback from icl_windows at the very end
+        from .errors import ConfigError
+        raise ConfigError(f"sequences of {tokens.shape[1]} tokens are too short to score (the ICL "
+                          "score needs at least 4); raise --seq-len or --repeats")
     device = model.cfg.device
     tokens = tokens.to(device)
     qmask = repeated_query_mask(task, segment_lengths.cpu()).to(device)

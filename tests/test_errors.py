@@ -239,7 +239,8 @@ def test_ctrl_c_during_cli_training_saves_a_resumable_checkpoint_and_exits_130(t
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
-    assert stderr.strip().splitlines() == ["error: interrupted"]
     steps = list(run_dir.list_checkpoints(out))
+    assert stderr.strip().splitlines() == [f"error: interrupted: checkpoint at step {steps[-1]} "
+                                           f"saved; continue with induct train --resume {out}"]
     assert len(steps) == 2 and steps[0] == 0 and 0 < steps[1] < 100000
     assert load_state(out).train.step == steps[1]  # the state matches the interrupt checkpoint

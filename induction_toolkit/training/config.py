@@ -1,6 +1,8 @@
 """What a training run is: one JSON-able dataclass, saved as the run's ``config.json``."""
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +11,27 @@ from ..errors import ConfigError
 # Fields that may differ between a run and its resumption without making it another run:
 # where it runs, and how far it goes (extending a finished run is allowed).
 RESUMABLE_FIELDS = frozenset({"device", "steps"})
+# Fields every stored config has had since the first run directory.
+REQUIRED_FIELDS = ("preset", "task", "steps", "lr", "batch_size", "seed")
+
+
+def _json_type_ok(value: Any, annotation: Any) -> bool:
+    """Whether a value read from JSON fits a field annotated ``annotation`` (bool is no number)."""
+    if isinstance(annotation, types.UnionType):
+        return any(_json_type_ok(value, a) for a in annotation.__args__)
+    origin = typing.get_origin(annotation) or annotation
+    if annotation is type(None):
+        return value is None
+    if origin is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, origin) if isinstance(origin, type) else True
 
 
 @dataclass
@@ -67,9 +90,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """The config ``to_dict`` wrote (unknown keys ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The config ``to_dict`` wrote (unknown keys ignored: a newer toolkit's fields).
+
+        A stored config must name the fields that define the run (``REQUIRED_FIELDS``: a default
+        in their place would silently make it another run) and every value must have its field's
+        JSON type; otherwise ``ConfigError``.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"a training config must be a JSON object, got {type(data).__name__}")
+        missing = [k for k in REQUIRED_FIELDS if k not in data]
+        if missing:
+            raise ConfigError(f"training config is missing {', '.join(map(repr, missing))}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key in fields and not _json_type_ok(value, fields[key].type):
+                raise ConfigError(f"training config field '{key}' has the wrong type "
+                                  f"({type(value).__name__}: {value!r:.40})")
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
     def same_run(self, other: "TrainConfig") -> list[str]:
         """Fields (other than device and steps) in which two configs differ."""

@@ -15,6 +15,7 @@ streams (so evaluating cannot change the run). Three fixed batches, each from it
 - repeated random tokens (``scores.scoring_task``) give the per-head scores.
 """
 
+import math
 from typing import Any
 
 import torch
@@ -88,3 +89,14 @@ def _per_token_loss(model: HookedTransformer, tokens: torch.Tensor) -> torch.Ten
 
 def _rounded(t: torch.Tensor) -> list[list[float]]:
     return [[round(float(x), 6) for x in row] for row in t]
+
+
+def non_finite_field(row: dict[str, Any]) -> str | None:
+    """The first field of a metrics row holding NaN or ±inf (nested lists too), else None."""
+
+    def bad(v: Any) -> bool:
+        if isinstance(v, float):
+            return not math.isfinite(v)
+        return isinstance(v, (list, tuple)) and any(bad(x) for x in v)
+
+    return next((k for k, v in row.items() if bad(v)), None)

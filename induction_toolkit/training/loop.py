@@ -32,13 +32,14 @@ from ..errors import ConfigError, NonFiniteLossError
 from ..models import (build_model, config_to_dict, default_device, preset_config,
                       preset_embed_init_std)
 from ..run_dir import (CONFIG_FILENAME, checkpoint_path, create_run_dir, figures_dir,
-                       list_checkpoints, read_metrics, read_run_config, state_path, write_metrics)
+                       list_checkpoints, read_metrics, read_run_config, remove_partial_writes,
+                       state_path, write_metrics)
 from ..tasks.base import TrainingTask
 from ..tasks.registry import make_task
 from .config import TrainConfig
-from .evaluate import Evaluator
+from .evaluate import Evaluator, non_finite_field
 from .schedule import checkpoint_steps, eval_steps
-from .state import ResumeState, TrainState, load_state, restore_rng, save_state
+from .state import ResumeState, TrainState, load_state, restore_into, save_state
 from .step import dropout_hooks, get_loss_fn, optimizer_options
 
 
@@ -161,6 +162,7 @@ def _open_run(config: TrainConfig | None, run_dir: Path | None,
     if run_dir is None:
         raise ConfigError("resume needs a run directory")
     stored = TrainConfig.from_dict(read_run_config(run_dir)["train"])
+    remove_partial_writes(run_dir)  # what a kill mid-write left; never read
     if config is not None:
         diff = config.same_run(stored)
         if diff:
@@ -219,12 +221,12 @@ class _Run:
         """Weights from the checkpoint at the saved step; optimizer, RNG, counters from the state."""
         step = saved.train.step
         loaded = load_model(checkpoint_path(self.run_dir, step), device=self.device)
-        self.model.load_state_dict(loaded.model.state_dict())
-        self.optimizer.load_state_dict(saved.optimizer)
-        restore_rng(saved.rng, self.generator)
+        self.metrics = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
+        restore_into(saved, loaded.model, self.metrics, model=self.model,
+                     optimizer=self.optimizer, generator=self.generator, run_dir=self.run_dir,
+                     eval_at=eval_steps(self.config.steps, self.config.eval_every))
         self.state = saved.train
         self.resumed_from = self.last_good = step
-        self.metrics = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
         write_metrics(self.run_dir, self.metrics)
 
     def run(self, progress: Callable[[Progress], None] | None, handle_signals: bool) -> None:
@@ -290,6 +292,11 @@ class _Run:
         row = {"step": step, "train_loss": train_loss, **self.evaluator(self.model),
                "lr": _lr_at(self.config, max(step - 1, 0)), "tokens": step * self.tokens_per_step,
                "elapsed_s": round(self.state.elapsed, 3)}
+        bad = non_finite_field(row)
+        if bad is not None:  # the last step's update left a model that evaluates to NaN/inf
+            where = f"step {self.last_good}" if self.last_good is not None else "none"
+            raise NonFiniteLossError(f"loss became non-finite at step {step} ({bad} in the "
+                                     f"evaluation); last good checkpoint: {where}")
         self.state.best_pm = max(self.state.best_pm,
                                  max(max(r) for r in row["prefix_matching"]))
         self.metrics.append(row)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_bytes
-from ..errors import CheckpointError
-from ..run_dir import STATE_FILENAME, state_path
+from ..errors import CheckpointError, RunDirError
+from ..run_dir import METRICS_FILENAME, STATE_FILENAME, state_path
 
 # 2: counters under "counters" (TrainState); 1 (no key): counters under "extra"
 STATE_FORMAT = 2
@@ -110,3 +110,43 @@ def load_state(run_dir: Path) -> ResumeState:
     except Exception as exc:  # a corrupt or foreign file: say so in one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"cannot read {path}: {first}") from None
+
+
+def restore_into(saved: ResumeState, weights: torch.nn.Module, rows: list[dict[str, Any]], *,
+                 model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 generator: torch.Generator, eval_at: list[int], run_dir: Path) -> None:
+    """Put a saved step's weights, optimizer and RNG streams into a freshly built run.
+
+    Everything is checked against the run first, so a checkpoint, state or metrics file that
+    does not belong to this run is a ``RunDirError`` naming the file, never a crash mid-restore
+    (or, for optimizer moments of the wrong shape, at the first step after it).
+    """
+    step = saved.train.step
+    mine, theirs = model.state_dict(), weights.state_dict()
+    wrong = sorted(k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape)
+    if wrong:
+        raise RunDirError(f"{run_dir}: the checkpoint at step {step} does not fit the run's "
+                          f"config (e.g. '{wrong[0]}'); it belongs to another run")
+    hole = sorted(set(s for s in eval_at if s <= step) - {r["step"] for r in rows})
+    if hole:
+        raise RunDirError(f"{run_dir}: {METRICS_FILENAME} lacks the evaluations at step(s) "
+                          f"{', '.join(map(str, hole[:5]))}{' …' if len(hole) > 5 else ''} "
+                          f"(damaged or replaced); resuming would leave a hole in the run's "
+                          "history")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    try:
+        saved_ids = [i for group in saved.optimizer["param_groups"] for i in group["params"]]
+        moments = saved.optimizer["state"]
+        misfit = len(saved_ids) != len(params) or any(
+            isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape != params[k].shape
+            for i, per_param in moments.items() for k in [saved_ids.index(i)]
+            for t in per_param.values())
+        if misfit:
+            raise ValueError("optimizer moments do not match the model's parameters")
+        model.load_state_dict(theirs)
+        optimizer.load_state_dict(saved.optimizer)
+        restore_rng(saved.rng, generator)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunDirError(f"{state_path(run_dir)} does not fit the run at step {step} "
+                          f"({first[:160]}); it cannot be resumed") from None
