@@ -49,31 +49,44 @@ def flatten_row(row: dict[str, Any]) -> dict[str, float]:
 
 class WandbLogger:
     """One training run's W&B run: ``on_progress`` (the training loop's progress callback) logs
-    each new metrics row; ``finish`` logs the dynamics figures and closes the run."""
+    each new metrics row; ``finish`` logs the dynamics figures and closes the run.
 
-    def __init__(self, run_dir: str | Path, config: Any, *, project: str | None = None,
+    The W&B run starts with the first row, once the training loop has created the run directory
+    (its config is read from there), so nothing is written into a directory the loop has yet to
+    check; a run that fails before its first evaluation leaves no W&B run.
+    """
+
+    def __init__(self, run_dir: str | Path, *, project: str | None = None,
                  group: str | None = None, name: str | None = None, resume: bool = False):
-        from .atomic import atomic_write_text
-        from .run_dir import read_metrics
-
-        self.wandb = _import_wandb()
+        self.wandb = _import_wandb()  # fail fast, before any training
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.project, self.group, self.name, self.resume = project, group, name, resume
+        self.run: Any = None
+        self.last_step = -1
+
+    def _start(self) -> None:
+        from .atomic import atomic_write_text
+        from .run_dir import read_metrics, read_run_config
+
         id_file = self.run_dir / RUN_ID_FILENAME
         run_id = id_file.read_text().strip() if id_file.is_file() else None
         if run_id is None:
             run_id = self.wandb.util.generate_id()
             atomic_write_text(id_file, run_id + "\n")
-        # rows already on disk were logged by the attempt that wrote them
-        rows = read_metrics(self.run_dir) if resume else []
-        self.last_step = rows[-1]["step"] if rows else -1
-        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        self.run = self.wandb.init(project=project or DEFAULT_PROJECT, group=group,
-                                   name=name or self.run_dir.name, id=run_id, resume="allow",
-                                   config=cfg, dir=str(self.run_dir), reinit="finish_previous")
+        if self.resume:
+            # The loop has cut the metrics back to the resumed checkpoint: those rows were logged
+            # by the attempt that wrote them (W&B drops re-logged later steps as out of order).
+            rows = read_metrics(self.run_dir)
+            self.last_step = rows[-1]["step"] if rows else -1
+        self.run = self.wandb.init(project=self.project or DEFAULT_PROJECT, group=self.group,
+                                   name=self.name or self.run_dir.name, id=run_id,
+                                   resume="allow", config=read_run_config(self.run_dir)["train"],
+                                   dir=str(self.run_dir), reinit="finish_previous")
 
     def log_row(self, row: dict[str, Any]) -> None:
         """Log one metrics row at its step (rows at or before the last logged step are skipped)."""
+        if self.run is None:
+            self._start()
         if row["step"] <= self.last_step:
             return
         self.run.log(flatten_row(row), step=int(row["step"]))
@@ -86,10 +99,14 @@ class WandbLogger:
 
     def finish(self, ok: bool = True) -> None:
         """Log the run's dynamics figures (when it has enough evaluations) and close the run."""
+        if self.run is None:
+            return
         try:
             if ok:
-                self.run.log({f"figures/{p.stem}": self.wandb.Image(str(p))
-                              for p in _dynamics_figures(self.run_dir)}, step=max(self.last_step, 0))
+                images = {f"figures/{p.stem}": self.wandb.Image(str(p))
+                          for p in _dynamics_figures(self.run_dir)}
+                if images:
+                    self.run.log(images, step=max(self.last_step, 0))
         finally:
             self.run.finish(exit_code=0 if ok else 1)
 

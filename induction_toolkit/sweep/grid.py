@@ -113,7 +113,7 @@ def check_grid(grid: dict[str, list[Any]]) -> None:
 
 def _fmt(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
-    return re.sub(r"[^A-Za-z0-9.+-]", "-", text)
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", text)
 
 
 def run_name(params: dict[str, Any]) -> str:

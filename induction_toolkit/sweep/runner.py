@@ -223,7 +223,7 @@ def _run(runner: Any, todo: list[SweepPoint], out: Path, manifest: dict[str, Any
                 v.step = s.get("steps_done", v.step)
                 v.loss = s.get("final_loss")
                 v.best_prefix_matching = s.get("max_prefix_matching")
-        rows = list(views.values())
+        rows = [dataclasses.replace(v) for v in views.values()]  # snapshots: callers may keep them
         if live is not None:
             live.update(rows)
         if on_update is not None:

@@ -182,8 +182,8 @@ def sweep_status(out: str | Path) -> SweepStatus:
         state = entry.get("state", "pending")
         if state == "running" and not alive:
             state = "interrupted"
-        if state != "done" and progress["finished"] and not alive:
-            state = "done"
+        if state in ("pending", "interrupted") and progress["finished"]:
+            state = "done"  # finished after its coordinator stopped watching (killed meanwhile)
         runs.append(RunStatus(name=name, params=entry.get("params", {}), state=state,
                               step=progress["step"], steps=progress["steps"],
                               error=entry.get("error"), attempts=entry.get("attempts", 0),

@@ -2,7 +2,8 @@
 
 ``execute_run(job)`` trains (or resumes) the run, then summarises it, and always returns a plain
 dict: ``state`` (``done``, ``failed`` or ``interrupted``), ``error`` (one line), ``summary``,
-``resumed_from``, ``wall_s``. A diverged or crashing run is ``failed`` with its error, never an
+``resumed_from``, ``wall_s``. Only a finished run gets the summary numbers (a failed or interrupted
+one reports how far it got, ``steps_done``). A diverged or crashing run is ``failed`` with its error, never an
 exception that would stop the sweep.
 """
 
@@ -43,7 +44,7 @@ def execute_run(job: dict[str, Any]) -> dict[str, Any]:
         if job.get("wandb"):
             from ..wandb_log import WandbLogger
 
-            logger = WandbLogger(run_dir=run_dir, config=config, resume=resume, **job["wandb"])
+            logger = WandbLogger(run_dir, resume=resume, **job["wandb"])
         result = train(config, run_dir, resume=resume,
                        progress=logger.on_progress if logger is not None else None,
                        handle_signals=bool(job.get("handle_signals", False)))
@@ -55,7 +56,10 @@ def execute_run(job: dict[str, Any]) -> dict[str, Any]:
         if not _is_user_error(exc):
             outcome["traceback"] = traceback.format_exc(limit=8)
     try:
-        outcome["summary"] = summarize_run(run_dir)
+        summary = summarize_run(run_dir)
+        # an unfinished run's numbers are not comparable with finished ones: only how far it got
+        outcome["summary"] = summary if outcome["state"] == "done" else \
+            {"steps_done": summary["steps_done"]}
     except Exception as exc:  # no config yet, damaged metrics: the run's state says enough
         outcome["summary_error"] = one_line_error(exc)
     if logger is not None:
