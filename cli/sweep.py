@@ -31,6 +31,7 @@ def sweep(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", help="Model config override key=value (repeatable).")] = None,
     task_opt: Annotated[Optional[list[str]], typer.Option("--task-opt", help="Task option key=value (repeatable).")] = None,
+    group: Annotated[bool, typer.Option("--group", help="Grid points differing only in seed, lr, weight decay, dropout, warm-up or steps train as one grouped model: faster, equal to single runs within the grouped forward's tolerance (not bit for bit).")] = False,
     wandb: WandbOpt = None,
     figures: Annotated[bool, typer.Option(help="Write the summary figures to OUT/figures.")] = True,
     quiet: Annotated[bool, typer.Option(help="No live table.")] = False,
@@ -58,7 +59,8 @@ def sweep(
     from induction_toolkit.sweep import run_sweep
 
     result = run_sweep(base, params, out, backend=backend, workers=workers, threads=threads,
-                       address=address, progress=not quiet, wandb=wandb, figures=figures)
+                       address=address, progress=not quiet, wandb=wandb, figures=figures,
+                       group=group)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -67,6 +69,8 @@ def sweep(
         stdout.print(summary_table(result))
         for path in result.figures:
             stdout.print(f"figure: {path}", style="dim")
+        for note in result.notes:
+            stdout.print(f"note: {note}", style="yellow")
         stdout.print(f"next: induct sweep --status {out} · induct dynamics {out}/<run>", style="dim")
     failed = [r for r in result.runs if r.state == "failed"]
     if failed:

@@ -72,6 +72,15 @@ def test_expand_grid_product_names_and_configs():
     assert last.lr == TINY.get("lr", 3e-3) and points[0].config.seed == 0
 
 
+def test_group_partition_keeps_shapes_together(tmp_path):
+    from induction_toolkit.sweep.grouped import partition
+
+    points = expand_grid(TINY, {"batch_size": [4, 8], "seed": [0, 1], "lr": [1e-3, 3e-3]})
+    groups = partition(points, tmp_path)
+    assert [[p.name for p in g] for g in groups] == [
+        [p.name for p in points if p.params["batch_size"] == b] for b in (4, 8)]
+
+
 # --- bad input on the command line: one line, exit 2, nothing started ---------------------------
 
 @pytest.mark.parametrize("extra, message", [

@@ -130,22 +130,50 @@ def test_killed_worker_fails_its_run_only_and_is_retried(tmp_path):
     assert retried.final_loss == _direct_metrics({**LONGER, **retried.params})[-1]["eval_loss"]
 
 
-def test_ray_and_local_backends_give_identical_numbers(tmp_path):
+@pytest.fixture(scope="module")
+def local_tiny(tmp_path_factory):
+    """Two seeds of TINY on the local backend (2 workers, 1 thread each)."""
+    from induction_toolkit.sweep import run_sweep
+
+    return run_sweep(TINY, {"seed": [0, 1]}, tmp_path_factory.mktemp("local") / "s", workers=2,
+                     threads=1)
+
+
+KEYS = ("params", "state", "final_loss", "max_prefix_matching", "induction_layer", "onset_step")
+
+
+def test_ray_and_local_backends_give_identical_numbers(local_tiny, tmp_path):
     pytest.importorskip("ray")
     from induction_toolkit.run_dir import read_metrics
     from induction_toolkit.sweep import run_sweep
 
-    grid = {"seed": [0, 1]}
-    local = run_sweep(TINY, grid, tmp_path / "local", workers=2, threads=1)
-    ray = run_sweep(TINY, grid, tmp_path / "ray", backend="ray", workers=2, threads=1)
-    assert ray.backend == "ray" and local.backend == "local"
-    keys = ("params", "state", "final_loss", "max_prefix_matching", "induction_layer",
-            "onset_step")
-    assert [{k: r[k] for k in keys} for r in ray.to_dict()["runs"]] == \
-        [{k: r[k] for k in keys} for r in local.to_dict()["runs"]]
+    ray = run_sweep(TINY, {"seed": [0, 1]}, tmp_path / "ray", backend="ray", workers=2, threads=1)
+    assert ray.backend == "ray" and local_tiny.backend == "local"
     assert all(r.state == "done" for r in ray.runs)
-    for a, b in zip(local.runs, ray.runs):
+    assert [{k: r[k] for k in KEYS} for r in ray.to_dict()["runs"]] == \
+        [{k: r[k] for k in KEYS} for r in local_tiny.to_dict()["runs"]]
+    for a, b in zip(local_tiny.runs, ray.runs):
         assert _strip(read_metrics(a.run_dir)) == _strip(read_metrics(b.run_dir))
+
+
+def test_grouped_sweep_matches_single_runs_within_tolerance(local_tiny, tmp_path):
+    """--group trains both seeds as one grouped model (issue 17): the same runs, not bit for bit
+    (a batched matmul sums in another order), and the result says so."""
+    from induction_toolkit.run_dir import read_metrics
+    from induction_toolkit.sweep import run_sweep
+
+    grouped = run_sweep(TINY, {"seed": [0, 1]}, tmp_path / "grouped", workers=2, threads=1,
+                        group=True)
+    assert any("not bit for bit" in n for n in grouped.notes)
+    assert [r.state for r in grouped.runs] == ["done", "done"]
+    for a, b in zip(local_tiny.runs, grouped.runs):
+        ra, rb = read_metrics(a.run_dir), read_metrics(b.run_dir)
+        assert [r["step"] for r in ra] == [r["step"] for r in rb]
+        assert np.allclose([r["eval_loss"] for r in ra], [r["eval_loss"] for r in rb],
+                           rtol=0, atol=1e-4)
+        assert np.allclose([r["prefix_matching"] for r in ra], [r["prefix_matching"] for r in rb],
+                           rtol=0, atol=1e-3)
+        assert b.onset_step == a.onset_step and b.induction_layer == a.induction_layer
 
 
 def test_summary_on_a_run_where_an_induction_head_forms(trained_2l):

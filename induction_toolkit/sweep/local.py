@@ -49,7 +49,7 @@ def _worker_main(conn: Connection, threads: int, parent: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from .worker import execute_run
+    from .worker import execute_job
 
     while True:
         try:
@@ -58,12 +58,14 @@ def _worker_main(conn: Connection, threads: int, parent: int) -> None:
             return
         if job is None:
             return
-        result = execute_run(job)
+        result = execute_job(job)
         try:
             conn.send((job["name"], result))
         except (BrokenPipeError, OSError):
             return
-        if result["state"] == "interrupted":
+        states = [o["state"] for o in result["members"].values()] if "members" in result \
+            else [result["state"]]
+        if "interrupted" in states:
             return
 
 

@@ -47,15 +47,15 @@ def check_address(address: str) -> None:
 
 
 def _ray_task(job: dict[str, Any]) -> dict[str, Any]:
-    run_dir = Path(job["run_dir"])
+    run_dir = Path(job["run_dir"] if "run_dir" in job else job["members"][0]["run_dir"])
     if not run_dir.parent.is_dir():
         return {"state": "failed", "summary": None, "resumed_from": None, "wall_s": None,
                 "error": f"this Ray node ({socket.gethostname()}) cannot see {run_dir.parent}: "
                          "put --out on storage shared by every node"}
     os.environ["OMP_NUM_THREADS"] = str(job.get("threads") or 1)
-    from induction_toolkit.sweep.worker import execute_run
+    from induction_toolkit.sweep.worker import execute_job
 
-    return execute_run(job)
+    return execute_job(job)
 
 
 class RayBackend:

@@ -54,6 +54,7 @@ class SweepResult:
     figures: list[Path] = field(default_factory=list)
     workers: int | None = None
     threads: int | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -65,4 +66,4 @@ class SweepResult:
         return {"runs": [r.to_dict() for r in self.runs], "backend": self.backend,
                 "wall_s": round(self.wall_s, 3), "out": str(self.out), "grid": self.grid,
                 "workers": self.workers, "threads_per_run": self.threads,
-                "figures": [str(p) for p in self.figures]}
+                "figures": [str(p) for p in self.figures], "notes": list(self.notes)}

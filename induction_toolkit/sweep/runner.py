@@ -108,7 +108,7 @@ def _new_entry(point: SweepPoint) -> dict[str, Any]:
 def run_sweep(base: TrainConfig | dict[str, Any], grid: dict[str, list[Any]], out: str | Path, *,
               backend: str = "local", workers: int | None = None, threads: int | None = None,
               address: str | None = None, progress: bool = False, wandb: str | None = None,
-              figures: bool = True,
+              figures: bool = True, group: bool = False,
               on_update: Callable[[list[RunView]], None] | None = None) -> SweepResult:
     """Train every point of ``grid`` applied to ``base`` into ``out/<run-name>``.
 
@@ -117,7 +117,9 @@ def run_sweep(base: TrainConfig | dict[str, Any], grid: dict[str, list[Any]], ou
     joins a running cluster, else a local one is started). ``progress``: a live table on stderr;
     ``on_update``: called with the runs' ``RunView``s about twice a second. ``wandb``: a
     Weights & Biases project; every run logs to it, grouped by the sweep directory's name.
-    ``figures``: write the summary figures to ``out/figures``. Returns every run (done, failed,
+    ``figures``: write the summary figures to ``out/figures``. ``group``: points that differ only
+    in shape-preserving values train as one grouped model (:mod:`.grouped`; equal to single runs
+    within its tolerance, not bit for bit). Returns every run (done, failed,
     or skipped when an earlier invocation finished it); a failed run does not stop the others.
     """
     t0 = time.perf_counter()
@@ -129,7 +131,16 @@ def run_sweep(base: TrainConfig | dict[str, Any], grid: dict[str, list[Any]], ou
         _check_point(point, out / point.name)
     finished = {p.name for p in points if is_finished(out / p.name, p.config.steps)}
     todo = [p for p in points if p.name not in finished]
-    workers, threads = _sizing(backend, len(todo), workers, threads, address)
+    jobs = [[p] for p in todo]
+    if group and todo:
+        from ..training.grouped import check_groupable
+        from .grouped import partition
+
+        jobs = partition(todo, out)
+        for members in jobs:
+            if len(members) > 1:
+                check_groupable([p.config for p in members])
+    workers, threads = _sizing(backend, len(jobs), workers, threads, address)
     runner = make_backend(backend, workers=workers, threads=threads, address=address,
                           log_dir=out / LOGS_DIRNAME)
 
@@ -149,8 +160,12 @@ def run_sweep(base: TrainConfig | dict[str, Any], grid: dict[str, list[Any]], ou
             else:
                 entry.update(state="pending", error=None)
         write_manifest(out, manifest)
+        for members in jobs:
+            for p in members:
+                manifest["runs"][p.name]["grouped_with"] = \
+                    [m.name for m in members if m is not p] if len(members) > 1 else None
         if todo:
-            _run(runner, todo, out, manifest, threads, wandb, progress, on_update)
+            _run(runner, jobs, out, manifest, threads, wandb, progress, on_update)
         runs = [SweepRun(name=p.name, params=p.params,
                          state="skipped" if p.name in finished else manifest["runs"][p.name]["state"],
                          run_dir=out / p.name, error=manifest["runs"][p.name].get("error"),
@@ -160,6 +175,10 @@ def run_sweep(base: TrainConfig | dict[str, Any], grid: dict[str, list[Any]], ou
                 for p in points]
         result = SweepResult(out=out, runs=runs, backend=backend, grid=grid,
                              wall_s=time.perf_counter() - t0, workers=workers, threads=threads)
+        if any(len(members) > 1 for members in jobs):
+            from .grouped import GROUPED_NOTE
+
+            result.notes.append(GROUPED_NOTE)
         if figures:
             from .figures import write_sweep_figures
 
@@ -187,7 +206,24 @@ def _open_manifest(out: Path, base: TrainConfig, grid: dict[str, list[Any]]) -> 
     return manifest
 
 
-def _run(runner: Any, todo: list[SweepPoint], out: Path, manifest: dict[str, Any], threads: int,
+def _job(members: list[SweepPoint], out: Path, threads: int, handle_signals: bool,
+         wandb: str | None) -> dict[str, Any]:
+    def one(p: SweepPoint) -> dict[str, Any]:
+        return {"name": p.name, "config": p.config.to_dict(),
+                "run_dir": str((out / p.name).resolve())}
+
+    common = {"threads": threads, "handle_signals": handle_signals,
+              "wandb": {"project": wandb, "group": sweep_group(out)} if wandb else None}
+    if len(members) == 1:
+        job = {**one(members[0]), **common}
+        if wandb:
+            job["wandb"]["name"] = members[0].name
+        return job
+    return {"name": f"group:{members[0].name}", "members": [one(p) for p in members], **common}
+
+
+def _run(runner: Any, jobs: list[list[SweepPoint]], out: Path, manifest: dict[str, Any],
+         threads: int,
          wandb: str | None, progress: bool,
          on_update: Callable[[list[RunView]], None] | None) -> None:
     from contextlib import nullcontext
@@ -197,21 +233,23 @@ def _run(runner: Any, todo: list[SweepPoint], out: Path, manifest: dict[str, Any
         from .live import LiveTable
 
         live = LiveTable()
-    queue = deque(todo)
-    running: dict[str, SweepPoint] = {}
-    views = {p.name: RunView(p.name, p.params, "pending", steps=p.config.steps) for p in todo}
+    queue = deque(jobs)
+    running: dict[str, list[str]] = {}  # job name → its runs' names
+    views = {p.name: RunView(p.name, p.params, "pending", steps=p.config.steps)
+             for members in jobs for p in members}
 
-    def record(name: str, outcome: dict[str, Any]) -> None:
-        entry = manifest["runs"][name]
-        entry.update(state=outcome["state"], error=outcome.get("error"),
-                     wall_s=outcome.get("wall_s"))
-        if outcome.get("summary") is not None:
-            entry["summary"] = outcome["summary"]
-        views[name].state = outcome["state"]
-        running.pop(name, None)
+    def record(job_name: str, outcome: dict[str, Any]) -> None:
+        for name in running.pop(job_name, []):
+            o = outcome["members"].get(name, {"state": "failed", "error": "no outcome"}) \
+                if "members" in outcome else outcome
+            entry = manifest["runs"][name]
+            entry.update(state=o["state"], error=o.get("error"), wall_s=o.get("wall_s"))
+            if o.get("summary") is not None:
+                entry["summary"] = o["summary"]
+            views[name].state = o["state"]
 
     def refresh() -> None:
-        for name in running:
+        for name in (n for names in running.values() for n in names):
             p = run_progress(out / name)
             v = views[name]
             v.step, v.steps = p["step"], p["steps"] or v.steps
@@ -219,7 +257,7 @@ def _run(runner: Any, todo: list[SweepPoint], out: Path, manifest: dict[str, Any
             v.best_prefix_matching = p["best_prefix_matching"]
         for name, v in views.items():
             s = manifest["runs"][name].get("summary") or {}
-            if name not in running and s:
+            if v.state != "running" and s:
                 v.step = s.get("steps_done", v.step)
                 v.loss = s.get("final_loss")
                 v.best_prefix_matching = s.get("max_prefix_matching")
@@ -235,18 +273,15 @@ def _run(runner: Any, todo: list[SweepPoint], out: Path, manifest: dict[str, Any
             while queue or running:
                 changed = False
                 while queue and len(running) < runner.capacity:
-                    p = queue.popleft()
-                    entry = manifest["runs"][p.name]
-                    entry.update(state="running", error=None,
-                                 attempts=entry.get("attempts", 0) + 1)
-                    views[p.name].state = "running"
-                    job = {"name": p.name, "config": p.config.to_dict(),
-                           "run_dir": str((out / p.name).resolve()), "threads": threads,
-                           "handle_signals": runner.name == "local",
-                           "wandb": {"project": wandb, "group": sweep_group(out),
-                                     "name": p.name} if wandb else None}
+                    members = queue.popleft()
+                    for p in members:
+                        entry = manifest["runs"][p.name]
+                        entry.update(state="running", error=None,
+                                     attempts=entry.get("attempts", 0) + 1)
+                        views[p.name].state = "running"
+                    job = _job(members, out, threads, runner.name == "local", wandb)
                     runner.submit(job)
-                    running[p.name] = p
+                    running[job["name"]] = [p.name for p in members]
                     changed = True
                 if changed:
                     write_manifest(out, manifest)
@@ -259,9 +294,9 @@ def _run(runner: Any, todo: list[SweepPoint], out: Path, manifest: dict[str, Any
         except BaseException:
             for name, outcome in runner.interrupt():
                 record(name, outcome)
-            for name in list(running):
-                record(name, {"state": "interrupted", "error": "interrupted (resumes on the "
-                              "next invocation)"})
+            for job_name in list(running):
+                record(job_name, {"state": "interrupted", "error": "interrupted (resumes on the "
+                                  "next invocation)"})
             write_manifest(out, manifest)
             raise
         finally:

@@ -72,3 +72,12 @@ def _is_user_error(exc: BaseException) -> bool:
     from ..errors import InductionToolkitError
 
     return isinstance(exc, InductionToolkitError)
+
+
+def execute_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A single run's outcome, or ``{"members": {name: outcome}}`` for a group job."""
+    if job.get("members"):
+        from .grouped import execute_group
+
+        return execute_group(job)
+    return execute_run(job)
