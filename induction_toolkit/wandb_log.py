@@ -71,7 +71,7 @@ class WandbLogger:
         id_file = self.run_dir / RUN_ID_FILENAME
         run_id = id_file.read_text().strip() if id_file.is_file() else None
         if run_id is None:
-            run_id = self.wandb.util.generate_id()
+            run_id = _new_run_id()
             atomic_write_text(id_file, run_id + "\n")
         if self.resume:
             # The loop has cut the metrics back to the resumed checkpoint: those rows were logged
@@ -109,6 +109,14 @@ class WandbLogger:
                     self.run.log(images, step=max(self.last_step, 0))
         finally:
             self.run.finish(exit_code=0 if ok else 1)
+
+
+def _new_run_id() -> str:
+    # W&B's id alphabet (lowercase letters and digits); wandb's own generator moved between versions
+    import secrets
+    import string
+
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
 def _dynamics_figures(run_dir: Path) -> list[Path]:
