@@ -240,3 +240,24 @@ def test_a_sweep_directory_holding_another_config_is_refused(local_sweep):
     out = local_sweep[0]
     with pytest.raises(ConfigError, match="differs in batch_size"):
         run_sweep({**TINY, "batch_size": 4}, {"seed": [1], "lr": [3e-3]}, out)
+
+
+def test_live_and_summary_tables_render(local_sweep):
+    from rich.console import Console
+
+    from induction_toolkit.sweep.live import LiveTable, live_table, summary_table
+    from induction_toolkit.sweep.runner import RunView
+
+    console = Console(record=True, width=120)
+    rows = [RunView("a", {"seed": 1, "lr": 0.003}, "running", step=20, steps=30, loss=4.1234,
+                    best_prefix_matching=0.123),
+            RunView("b", {"seed": 1, "lr": 1e6}, "pending", steps=30)]
+    console.print(live_table(rows))
+    text = console.export_text()
+    assert "seed=1 lr=0.003" in text and "20/30" in text and "4.123" in text and "0.12" in text
+    assert "-/30" in text  # nothing measured yet: a dash, never 0
+    with LiveTable() as live:  # draws on stderr without error
+        live.update(rows)
+    console.print(summary_table(local_sweep[1]))
+    text = console.export_text()
+    assert "failed" in text and "non-finite" in text and "done" in text

@@ -89,8 +89,10 @@ class RayBackend:
         self._ray = ray
         try:
             if not ray.is_initialized():
-                kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                              configure_logging=False)
+                # Ray Client (ray://) takes no driver-side options
+                client = self.address is not None and self.address.startswith("ray://")
+                kwargs: dict[str, Any] = {} if client else dict(
+                    include_dashboard=False, log_to_driver=False, configure_logging=False)
                 if self.address is None:
                     # the driver's environment (PYTHONPATH, thread settings) for local workers
                     kwargs["runtime_env"] = {"env_vars": {k: v for k, v in os.environ.items()
