@@ -8,6 +8,8 @@ from . import weights as weights_cmd
 from . import train as train_cmd
 from . import dynamics as dynamics_cmd
 from . import reproduce as reproduce_cmd
+from . import sweep as sweep_cmd
+from ._wandb import WandbCommand
 
 app = typer.Typer(
     name="induct",
@@ -21,7 +23,7 @@ app = typer.Typer(
 
 app.command("score")(score.score)
 app.command("planted")(planted.planted)
-app.command("train")(train_cmd.train)
+app.command("train", cls=WandbCommand)(train_cmd.train)
 app.command("dynamics")(dynamics_cmd.dynamics)
 app.command("reproduce")(reproduce_cmd.reproduce)
 app.command("compare")(compare.compare)
@@ -29,6 +31,7 @@ app.command("report")(report.report)
 app.command("weights")(weights_cmd.weights)
 app.command("ablate")(ablate.ablate)
 app.command("patch")(patch.patch)
+app.command("sweep", cls=WandbCommand)(sweep_cmd.sweep)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import typer
 from induction_toolkit.run_dir import METRICS_FILENAME  # names only: no torch behind it
 
 from ._common import stderr, stdout
+from ._wandb import WandbOpt
 
 
 def _parse_options(items: list[str], what: str) -> dict:
@@ -51,6 +52,7 @@ def train(
     fast: Annotated[bool, typer.Option("--fast/--hooked", help="Fused training forward (the same math as TransformerLens', checked in tests; falls back to it for configs it cannot fuse) or TransformerLens' own hooked forward.")] = True,
     bf16: Annotated[bool, typer.Option(help="bfloat16 autocast in the fused forward: faster only where bf16 matmuls are (recent GPUs, CPUs with AMX/AVX512-BF16).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the fused forward: pays off on long runs (compiling takes a minute on CPU).")] = False,
+    wandb: WandbOpt = None,
 ) -> None:
     """Train a model, writing checkpoints (dense early), metrics.jsonl and config.json."""
     from induction_toolkit.errors import ConfigError
@@ -97,23 +99,36 @@ def train(
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
                TextColumn("best PM {task.fields[pm]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    logger = None
+    if wandb is not None:  # W&B imported only when asked
+        from induction_toolkit.wandb_log import WandbLogger
+
+        logger = WandbLogger(run_dir, project=wandb, resume=resume is not None)
     with Progress(*columns, console=stderr, disable=quiet, transient=False) as bar:
         bar_task = bar.add_task("train", total=None, loss="-", tps="-", pm="-")
 
         def on_step(p):
             bar.update(bar_task, completed=p.step, total=p.total, loss=f"{p.loss:.3f}",
                        tps=f"{p.tokens_per_s:,.0f}", pm=f"{p.best_prefix_matching:.2f}")
+            if logger is not None:
+                logger.on_progress(p)
 
         try:
             result = run_training(config, run_dir, resume=resume is not None, progress=on_step)
-        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say what was kept, and how to go on
-            from induction_toolkit.run_dir import list_checkpoints
+        except BaseException as stop:
+            if logger is not None:
+                logger.finish(ok=False)
+            if isinstance(stop, KeyboardInterrupt) and not stop.args:
+                # Ctrl-C or SIGTERM: say what was kept, and how to go on
+                from induction_toolkit.run_dir import list_checkpoints
 
-            kept = list_checkpoints(run_dir)
-            if kept and not stop.args:
-                stop.args = (f"checkpoint at step {max(kept)} saved; continue with "
-                             f"induct train --resume {run_dir}",)
+                kept = list_checkpoints(run_dir)
+                if kept:
+                    stop.args = (f"checkpoint at step {max(kept)} saved; continue with "
+                                 f"induct train --resume {run_dir}",)
             raise
+    if logger is not None:
+        logger.finish(ok=True)
     last = result.metrics[-1] if result.metrics else {}
     stdout.print(f"run {result.run_dir}: {result.config.steps} steps; eval loss "
                  f"{last.get('eval_loss', float('nan')):.3f}, repeated-half loss "
