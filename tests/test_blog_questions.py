@@ -95,6 +95,15 @@ def test_unknown_question_or_parameter_is_a_config_error():
         bq.points_for("why")
     with pytest.raises(ConfigError):
         bq.points_for("killers", grid={"temperature": (1.0,)})
+    with pytest.raises(ConfigError):
+        bq.points_for("layer", scale="huge")
+
+
+def test_killer_sweeps_train_each_base_run_once():
+    sweeps = dict(bq.sweeps_for("killers", seeds=(0, 1), grid={"dropout": (0.0, 0.5), "lr": (3e-3,)}))
+    # the base value of each parameter is the killers-base sweep; lr has no other value: no sweep
+    assert sweeps == {"base": {"seed": [0, 1]}, "killers-dropout": {"dropout": [0.5], "seed": [0, 1]}}
+    assert dict(bq.sweeps_for("layer", seeds=(0, 1, 2))) == {"base": {"seed": [0, 1, 2]}}
 
 
 def test_tiny_sweep_end_to_end(tmp_path):
@@ -103,9 +112,11 @@ def test_tiny_sweep_end_to_end(tmp_path):
     sweep = res["sweeps"]["dropout"]
     assert [p["value"] for p in sweep["points"]] == [0.0, 0.5]
     assert all(p["n_formed"] == 0 for p in sweep["points"])
-    assert (tmp_path / "killers.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "killers.json").read_text())["question"] == "killers"
-    layer = bq.answer("layer", tmp_path, seeds=(0,), steps=20, figures=False)  # reuses base/seed_0
+    assert (tmp_path / "quick" / "killers.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "quick" / "killers.json").read_text())["question"] == "killers"
+    assert (tmp_path / "quick" / "killers-dropout" / "sweep.json").is_file()  # through run_sweep
+    layer = bq.answer("layer", tmp_path, seeds=(0,), steps=20, figures=False)  # base/seed-0 reused
+    assert layer["wall_s"] < res["wall_s"]
     assert layer["n_formed"] == 0 and layer["same_layer"] is None
     pre = bq.answer("precursors", tmp_path, seeds=(0,), steps=20)
     seed = pre["seeds"][0]

@@ -8,17 +8,18 @@
    the bigram predictor (``bigram.py``) before it.
 
 Every run is the blog's quick configuration (``blog.blog_config(quick=True, init="unit")``: 4 layers,
-4 heads, MLPs, LayerNorm, the copying task at sequence length 64; d_model 64, 1000 steps, lr 3e-3)
-with one parameter changed. Run directories are ``out/runs/<point>/seed_N`` where ``<point>`` is
-``base`` or ``<param>=<value>``, so the base point of every sweep is the same run as the ``layer``
-question's (trained once). What "formed" means, and every other definition, is in
+4 heads, MLPs, LayerNorm, the copying task at sequence length 64; d_model 64, 1000 steps, lr 3e-3),
+or its narrower ``small`` scale (:data:`SCALES`), with one parameter changed. Training goes through
+``sweep.run_sweep`` (one sweep directory per grid under ``out/<scale>/``: ``base``, the base run
+per seed, and ``killers-<param>``), so every run is an ordinary run directory, finished runs
+are skipped and killed ones resumed. What "formed" means, and every other definition, is in
 ``docs/blog-questions.md``.
 """
 
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..dynamics import analyse, fit_logistic, is_transition
 from ..errors import ConfigError
-from ..run_dir import config_path, read_metrics
+from ..run_dir import read_metrics
 from ..scores import INDUCTION_THRESHOLD
 from ..training import TrainConfig
 from .blog import blog_config
@@ -36,6 +37,10 @@ from .blog import blog_config
 QUESTIONS = ("layer", "killers", "precursors")
 LAYER_SEEDS = tuple(range(8))
 KILLER_SEEDS = (0, 1, 2)
+# Question 3 also reads the model this many steps before the induction onset: clear of the
+# transition (whose loss drop starts 60–80 steps before the prefix-matching centre at this scale,
+# docs/training.md). Chosen after seeing the first two seeds' curves, and reported as such.
+PRE_ONSET_OFFSET = 100
 # Each swept alone; the base value (blog quick: dropout 0, weight decay 0.01, lr 3e-3) is added.
 # Sized to the CPU time there was (docs/blog-questions.md, "Scale"): three values each besides the
 # base for dropout, two for weight decay (AdamW's decay per step is lr·wd: 1 and 10 shrink the
@@ -87,71 +92,72 @@ class Point:
         extra = {"steps": steps} if steps is not None else {}
         return base_config(self.scale, seed=self.seed, **dict(self.params), **extra)
 
-    def run_dir(self, out: str | Path) -> Path:
-        """Where the run lives: ``out/runs/<point>/seed_N``."""
-        return Path(out) / "runs" / self.name / f"seed_{self.seed}"
 
+def sweeps_for(question: str, seeds: Sequence[int] | None = None,
+               grid: dict[str, Sequence[float]] | None = None,
+               scale: str = "quick") -> list[tuple[str, dict[str, list[Any]]]]:
+    """The sweeps (``run_sweep`` grids, by sweep-directory name) a question needs.
 
-def points_for(question: str, seeds: Sequence[int] | None = None,
-               grid: dict[str, Sequence[float]] | None = None, scale: str = "quick") -> list[Point]:
-    """The runs a question needs (``precursors`` reads the ``layer`` runs)."""
+    Every question starts from the ``base`` sweep (the base run per seed: ``layer`` and
+    ``precursors`` are only that); ``killers`` adds one sweep per parameter over its values other
+    than the base's, so no base run is trained twice.
+    """
     if question not in QUESTIONS:
         raise ConfigError(f"unknown question '{question}'; choose from: {', '.join(QUESTIONS)}")
     base = base_config(scale).to_dict()
     if question in ("layer", "precursors"):
-        return [Point((), s, scale) for s in (LAYER_SEEDS if seeds is None else seeds)]
-    seeds = KILLER_SEEDS if seeds is None else seeds
-    grid = KILLER_GRID if grid is None else grid
-    points = [Point((), s, scale) for s in seeds]
-    for param, values in grid.items():
-        if param not in base:
-            raise ConfigError(f"unknown parameter '{param}'")
-        for v in values:
-            if float(v) != float(base[param]):
-                points += [Point(((param, float(v)),), s, scale) for s in seeds]
-    return points
+        return [("base", {"seed": list(LAYER_SEEDS if seeds is None else seeds)})]
+    seeds = list(KILLER_SEEDS if seeds is None else seeds)
+    sweeps: list[tuple[str, dict[str, list[Any]]]] = [("base", {"seed": seeds})]
+    for param, values in (KILLER_GRID if grid is None else grid).items():
+        if param not in base or param in ("seed", "steps", "model_overrides", "task_options"):
+            raise ConfigError(f"unknown parameter '{param}'; sweep one of: dropout, weight_decay, lr, …")
+        others = [float(v) for v in values if float(v) != float(base[param])]
+        if others:
+            sweeps.append((f"killers-{param}", {param: others, "seed": seeds}))
+    return sweeps
 
 
-def train_points(points: list[Point], out: str | Path, *, workers: int = 1, steps: int | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
-    """Train every point not yet finished (resuming unfinished ones), ``workers`` at a time."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    todo = [p for p in points if not _finished(p.run_dir(out), p.config(steps).steps)]
-    if workers <= 1:
-        for p in todo:
-            _train_one(p, str(out), steps)
-            if progress:
-                progress(f"{p.name} seed {p.seed}")
-        return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
-        for p, _ in zip(todo, pool.map(_train_one, todo, [str(out)] * len(todo),
-                                       [steps] * len(todo))):
-            if progress:
-                progress(f"{p.name} seed {p.seed}")
+def points_for(question: str, seeds: Sequence[int] | None = None,
+               grid: dict[str, Sequence[float]] | None = None, scale: str = "quick") -> list[Point]:
+    """Every run a question needs, as points (parameters changed from the base run, seed)."""
+    return [Point(tuple((k, float(v)) for k, v in params.items()), seed, scale)
+            for _, g in sweeps_for(question, seeds, grid, scale)
+            for params, seed in _expand(g)]
 
 
-def _one_thread() -> None:
-    import torch
-    torch.set_num_threads(1)
+def _expand(grid: dict[str, list[Any]]) -> list[tuple[dict[str, Any], int]]:
+    import itertools
+
+    keys = list(grid)
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        d = dict(zip(keys, combo))
+        seed = d.pop("seed")
+        out.append((d, int(seed)))
+    return out
 
 
-def _train_one(point: Point, out: str, steps: int | None) -> str:
-    from ..training import train
+def train_question(question: str, out: str | Path, *, seeds: Sequence[int] | None = None,
+                   grid: dict[str, Sequence[float]] | None = None, scale: str = "quick",
+                   workers: int | None = None, steps: int | None = None,
+                   progress: bool = False) -> dict[Point, dict[str, Any]]:
+    """Run the question's sweeps with ``sweep.run_sweep`` under ``out/<scale>/<sweep>`` (finished
+    runs are skipped, partial ones resumed; one torch thread per run) and return, per point,
+    ``{"run_dir", "state", "error"}``."""
+    from ..sweep import run_sweep
 
-    where = point.run_dir(out)
-    train(point.config(steps), where, resume=config_path(where).is_file(), handle_signals=False)
-    return str(where)
-
-
-def _finished(where: Path, steps: int) -> bool:
-    if not config_path(where).is_file():
-        return False
-    try:
-        rows = read_metrics(where)
-    except ConfigError:
-        return False
-    return bool(rows) and rows[-1]["step"] >= steps
+    base = base_config(scale, **({"steps": steps} if steps is not None else {}))
+    found: dict[Point, dict[str, Any]] = {}
+    for name, g in sweeps_for(question, seeds, grid, scale):
+        result = run_sweep(base, g, Path(out) / scale / name, backend="local", workers=workers,
+                           threads=1, progress=progress, figures=False)
+        for run in result.runs:
+            params = {k: v for k, v in run.params.items() if k != "seed"}
+            point = Point(tuple((k, float(v)) for k, v in params.items()), int(run.params["seed"]),
+                          scale)
+            found[point] = {"run_dir": str(run.run_dir), "state": run.state, "error": run.error}
+    return found
 
 
 # --- per-run summaries --------------------------------------------------------------------------
@@ -159,7 +165,9 @@ def _finished(where: Path, steps: int) -> bool:
 def run_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One run: its strongest head (layer, head), whether an induction head formed, its onset, every
     induction head's layer, final scores and losses (nats), from ``dynamics.analyse``."""
-    dyn = analyse(rows)
+    # one bootstrap resample: the lag's interval is not used here, and 200 resamples of two
+    # logistic fits are most of analyse's cost
+    dyn = analyse(rows, bootstrap=1)
     heads = dyn.heads
     strongest = next(h for h in heads if (h.layer, h.head) == dyn.strongest_head)
     last = rows[-1]
@@ -209,11 +217,21 @@ def precursor_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         bigram = {"bigram_loss": rows[-1]["bigram_loss"], "unigram_loss": rows[-1]["unigram_loss"],
                   "kl_initial": round(float(kl[0]), 4), "kl_final": round(float(kl[-1]), 4),
                   "gap_final": round(float(gap[-1]), 4)}
+        if onset is not None and onset - PRE_ONSET_OFFSET >= steps[0]:
+            j = int(np.argmin(np.abs(steps - (onset - PRE_ONSET_OFFSET))))
+            pm = np.array([r["prefix_matching"] for r in rows], float)
+            pt = np.array([r["previous_token"] for r in rows], float)
+            bigram["pre_onset"] = {"step": int(steps[j]), "gap": round(float(gap[j]), 4),
+                                   "kl": round(float(kl[j]), 4),
+                                   "max_prefix_matching": round(float(pm[j].max()), 4),
+                                   "max_previous_token": round(float(pt[j].max()), 4),
+                                   "in_context_loss": round(float(rows[j]["loss_repeated_half"]), 4)}
         if before:
             i = int(np.argmin(kl[: len(before)]))
             bigram.update({"kl_min_before_onset": round(float(kl[i]), 4),
                            "kl_min_step": int(steps[i]),
                            "gap_at_kl_min": round(float(gap[i]), 4),
+                           "kl_at_onset": round(float(np.interp(onset, steps, kl)), 4),
                            "kl_last_before_onset": round(float(kl[len(before) - 1]), 4),
                            "gap_last_before_onset": round(float(gap[len(before) - 1]), 4),
                            "last_before_onset_step": int(steps[len(before) - 1])})
@@ -283,7 +301,8 @@ def answer_killers(runs: dict[Point, dict[str, Any]]) -> dict[str, Any]:
                           "seeds": [{"seed": sd, **s} for sd, s in seeds],
                           "onset": _seed_stats([s["onset_step"] for _, s in seeds if s["formed"]]),
                           "max_prefix_matching": _seed_stats([s["max_prefix_matching"] for _, s in seeds]),
-                          "final_in_context_loss": _seed_stats([s["final_in_context_loss"] for _, s in seeds])})
+                          "final_in_context_loss": _seed_stats([s["final_in_context_loss"]
+                                                                for _, s in seeds])})
         sweeps[param] = {"base": float(base[param]), "points": table,
                          "boundary": _boundary(table, float(base[param]))}
     return {"sweeps": sweeps}
@@ -323,32 +342,120 @@ def answer_precursors(rows_by_seed: dict[int, list[dict[str, Any]]]) -> dict[str
     return {"seeds": per_seed, "leads": leads}
 
 
+def _failed_summary(error: str | None) -> dict[str, Any]:
+    return {"formed": False, "layer": None, "head": None, "onset_step": None,
+            "induction_layers": [], "max_prefix_matching": None, "final_prefix_matching": None,
+            "final_in_context_loss": None, "final_first_half_loss": None, "final_step": None,
+            "failed": error or "failed"}
+
+
 def answer(question: str, out: str | Path, *, seeds: Sequence[int] | None = None,
-           grid: dict[str, Sequence[float]] | None = None, workers: int = 1,
+           grid: dict[str, Sequence[float]] | None = None, workers: int | None = None,
            steps: int | None = None, figures: bool = True, scale: str = "quick",
-           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train what ``question`` needs under ``out`` (skipping finished runs), answer it, and write
-    ``out/<question>.json`` (and ``out/<question>.png`` with ``figures``)."""
+           progress: bool = False) -> dict[str, Any]:
+    """Train what ``question`` needs with ``sweep.run_sweep`` under ``out/<scale>/`` (skipping
+    finished runs), answer it, and write ``out/<scale>/<question>.json`` (and ``.png``).
+
+    A run that failed (a diverged loss) counts as not forming a head in ``killers``, with its error
+    in ``failed``; ``layer`` and ``precursors`` leave failed runs out and list them.
+    """
     t0 = time.perf_counter()
-    points = points_for(question, seeds, grid, scale)
-    train_points(points, out, workers=workers, steps=steps, progress=progress)
-    rows = {p: read_metrics(p.run_dir(out)) for p in points}
+    runs = train_question(question, out, seeds=seeds, grid=grid, scale=scale, workers=workers,
+                          steps=steps, progress=progress)
+    rows = {p: read_metrics(r["run_dir"]) for p, r in runs.items() if r["state"] != "failed"}
+    failed = [{"params": dict(p.params), "seed": p.seed, "error": r["error"]}
+              for p, r in runs.items() if r["state"] == "failed"]
     if question == "layer":
         result = answer_layer({p: run_summary(r) for p, r in rows.items()})
     elif question == "killers":
-        result = answer_killers({p: run_summary(r) for p, r in rows.items()})
+        summaries = {p: run_summary(r) for p, r in rows.items()}
+        summaries.update({p: _failed_summary(r["error"]) for p, r in runs.items()
+                          if r["state"] == "failed"})
+        result = answer_killers(summaries)
     else:
         result = answer_precursors({p.seed: r for p, r in rows.items()})
     cfg = base_config(scale, **({"steps": steps} if steps is not None else {}))
     result = {"question": question, "scale": scale, "base_config": cfg.to_dict(), **result,
-              "induction_threshold": INDUCTION_THRESHOLD,
+              "failed_runs": failed, "induction_threshold": INDUCTION_THRESHOLD,
               "wall_s": round(time.perf_counter() - t0, 1)}
-    out = Path(out)
+    where = Path(out) / scale
     if figures:
         from ..viz.figures import png_bytes
         from ..viz.question_figures import question_figure
 
         fig = question_figure(question, result, {p: list(r) for p, r in rows.items()})
-        result["figure"] = str(atomic_write_bytes(out / f"{question}.png", png_bytes(fig)))
-    atomic_write_text(out / f"{question}.json", json.dumps(result, indent=2) + "\n")
+        result["figure"] = str(atomic_write_bytes(where / f"{question}.png", png_bytes(fig)))
+    atomic_write_text(where / f"{question}.json", json.dumps(result, indent=2) + "\n")
     return result
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+def _f(value: Any, spec: str = "{:.0f}") -> str:
+    return "—" if value is None else spec.format(value)
+
+
+def _ci(stats: dict[str, Any], spec: str = "{:.0f}") -> str:
+    if stats.get("mean") is None:
+        return "—"
+    ci = stats.get("ci95")
+    return _f(stats["mean"], spec) + (f" [{_f(ci[0], spec)}, {_f(ci[1], spec)}]" if ci else "")
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    """A question's answer as Markdown tables (per seed / per grid point), as docs/blog-questions.md
+    shows them; "—" where a value does not exist (no onset, no head formed)."""
+    q = result["question"]
+    lines = [f"question: {q} (scale {result['scale']}, {result['base_config']['steps']} steps)", ""]
+    if q == "layer":
+        lines += ["| seed | formed | layer | head | onset (step) | peak PM | layers ≥ 0.5 PM | in-context loss, final |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s in result["seeds"]:
+            lines.append(f"| {s['seed']} | {'yes' if s['formed'] else 'no'} | {_f(s['layer'])} | "
+                         f"{_f(s['head'])} | {_f(s['onset_step'])} | {_f(s['max_prefix_matching'], '{:.2f}')} | "
+                         f"{', '.join(map(str, s['induction_layers'])) or '—'} | "
+                         f"{_f(s['final_in_context_loss'], '{:.2f}')} |")
+        lines += ["", f"formed on {result['n_formed']} of {result['n_seeds']} seeds; layer counts "
+                  f"{result['layer_counts']}; onset {_ci(result['onset'])} (mean [95% t-interval])"]
+    elif q == "killers":
+        for param, sweep in result["sweeps"].items():
+            b = sweep["boundary"]
+            lines += [f"**{param}** (base {sweep['base']:g}; above the base: all seeds form up to "
+                      f"{_f(b['above']['last_all_formed'], '{:g}')}, none from "
+                      f"{_f(b['above']['first_none_formed'], '{:g}')}; below: all down to "
+                      f"{_f(b['below']['last_all_formed'], '{:g}')}, none from "
+                      f"{_f(b['below']['first_none_formed'], '{:g}')})", "",
+                      "| value | formed / seeds [95% CI] | peak PM per seed | onset, mean [95% CI] | in-context loss, final |",
+                      "|---|---|---|---|---|"]
+            for p in sweep["points"]:
+                ci = p["formed_ci95"]
+                peaks = ", ".join("fail" if s.get("failed") else _f(s["max_prefix_matching"], "{:.2f}")
+                                  for s in p["seeds"])
+                lines.append(f"| {p['value']:g}{' (base)' if p['is_base'] else ''} | {p['n_formed']}/"
+                             f"{p['n_seeds']} [{ci[0]:.2f}, {ci[1]:.2f}] | {peaks} | {_ci(p['onset'])} | "
+                             f"{_ci(p['final_in_context_loss'], '{:.2f}')} |")
+            lines.append("")
+    else:
+        lines += ["| seed | induction onset (layer) | previous-token head: onset, lead | duplicate-token head: onset, lead | KL to bigram: min before onset (step) | held-out − bigram loss at that step | 100 steps before onset: held-out − bigram loss, KL, max PM, max prev-token | KL at onset |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s in result["seeds"]:
+            cells = []
+            for kind in ("previous_token", "duplicate_token"):
+                h = s.get(kind)
+                cells.append("—" if not h else f"L{h['layer']}H{h['head']}: {_f(h['onset_step'])}, "
+                             f"{_f(h['lead_steps'], '{:+.0f}')}")
+            b = s.get("bigram") or {}
+            lines.append(f"| {s['seed']} | {_f(s['induction_onset_step'])} ({_f(s['induction_layer'])}) | "
+                         f"{cells[0]} | {cells[1]} | {_f(b.get('kl_min_before_onset'), '{:.3f}')} "
+                         f"({_f(b.get('kl_min_step'))}) | {_f(b.get('gap_at_kl_min'), '{:+.3f}')} | "
+                         + (lambda p: "—" if not p else f"{p['gap']:+.3f}, {p['kl']:.3f}, "
+                            f"{p['max_prefix_matching']:.2f}, {p['max_previous_token']:.2f} "
+                            f"(step {p['step']})")(b.get("pre_onset"))
+                         + f" | {_f(b.get('kl_at_onset'), '{:.3f}')} |")
+        for kind, lead in result["leads"].items():
+            lines.append(f"\n{kind} lead over the induction onset: {_ci(lead)} steps (mean [95% "
+                         f"t-interval], {lead['n']} seeds with both onsets), positive on "
+                         f"{lead['n_positive']}; sign-test p = {_f(lead['sign_test_p'], '{:.3f}')}")
+    if result.get("failed_runs"):
+        lines.append(f"\nfailed runs: {result['failed_runs']}")
+    return "\n".join(lines)
