@@ -8,6 +8,7 @@ from . import weights as weights_cmd
 from . import train as train_cmd
 from . import dynamics as dynamics_cmd
 from . import reproduce as reproduce_cmd
+from . import stages as stages_cmd
 
 app = typer.Typer(
     name="induct",
@@ -29,6 +30,7 @@ app.command("report")(report.report)
 app.command("weights")(weights_cmd.weights)
 app.command("ablate")(ablate.ablate)
 app.command("patch")(patch.patch)
+app.command("stages")(stages_cmd.stages)
 
 
 if __name__ == "__main__":

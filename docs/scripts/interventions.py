@@ -33,11 +33,12 @@ EXPERIMENTS = {
 }
 
 
-def _train(run: Path, seed: int, extra: list[str]) -> None:
+def _train(run: Path, seed: int, extra: list[str], eval_every: int = 10) -> None:
     if (run / "metrics.jsonl").is_file() and list((run / "checkpoints").glob("*800.safetensors")):
         return
     cmd = [sys.executable, "-m", "cli.main", "train", "--preset", "attn-only-2l", "--task",
            "repeated", "--steps", str(STEPS), "--seed", str(seed), "--out", str(run), "--quiet",
+           "--eval-every", str(eval_every),
            *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
@@ -61,7 +62,7 @@ def _summary(run: Path) -> dict:
             "induction_heads": [f"L{h.layer}H{h.head}" for h in dyn.heads if h.is_induction]}
 
 
-def _figure(name: str, label: str, runs: dict, out: Path) -> None:
+def _figure(name: str, label: str, runs: dict, seeds: list[int], out: Path) -> None:
     from induction_toolkit.run_dir import read_metrics
     from induction_toolkit.viz.figures import new_figure, png_bytes
 
@@ -71,7 +72,7 @@ def _figure(name: str, label: str, runs: dict, out: Path) -> None:
         rows = read_metrics(run)
         steps = [r["step"] for r in rows]
         style = dict(color="tab:blue" if kind == "control" else "tab:red", alpha=0.8, lw=1)
-        tag = f"{kind} (seed {seed})" if seed == SEEDS[0] else None
+        tag = kind if seed == seeds[0] else None
         ax_loss.plot(steps, [r["loss_repeated_half"] for r in rows], label=tag, **style)
         ax_loss.plot(steps, [r["loss_first_half"] for r in rows], ls=":", **style)
         ax_pm.plot(steps, [max(r["prefix_matching"][1]) for r in rows], label=tag, **style)
@@ -79,7 +80,7 @@ def _figure(name: str, label: str, runs: dict, out: Path) -> None:
                 ylabel="loss (nats)")
     ax_pm.set(title="best layer-1 prefix-matching (chance ≈ 0.05)", xlabel="step", ylim=(0, 1.02))
     ax_loss.legend(fontsize=7)
-    fig.suptitle(f"{name}: {label} vs control, seeds {', '.join(map(str, SEEDS))}", fontsize=9)
+    fig.suptitle(f"{name}: {label} vs control, seeds {', '.join(map(str, seeds))}", fontsize=9)
     out.write_bytes(png_bytes(fig))
 
 
@@ -88,27 +89,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "interventions")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--eval-every", type=int, default=20,
+                        help="evaluation spacing of the intervention runs (controls: 10); their "
+                             "evaluations run the hooked forward, the costly part")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the runs; no figures or JSON (to run seeds in parallel)")
     args = parser.parse_args()
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     out_json = ROOT / "docs" / "generated" / "interventions.json"
     results = json.loads(out_json.read_text()) if out_json.is_file() else {}
     controls = {}
-    for seed in SEEDS:
+    for seed in args.seeds:
         run = args.runs / f"control-s{seed}"
         _train(run, seed, [])
         controls[seed] = run
-    results["control"] = {str(s): _summary(r) for s, r in controls.items()}
+    if not args.train_only:
+        results["control"] = {str(s): _summary(r) for s, r in controls.items()}
     for name in names:
         extra, label = EXPERIMENTS[name]
         runs = {("control", s): r for s, r in controls.items()}
-        for seed in SEEDS:
+        for seed in args.seeds:
             run = args.runs / f"{name}-s{seed}"
-            _train(run, seed, extra)
+            _train(run, seed, extra, args.eval_every)
             runs[(name, seed)] = run
+        if args.train_only:
+            continue
         results[name] = {"intervention": " ".join(extra), "label": label,
-                         "per_seed": {str(s): _summary(runs[(name, s)]) for s in SEEDS}}
-        _figure(name, label, runs, ROOT / "docs" / "figures" / f"interventions-{name}.png")
+                         "per_seed": {str(s): _summary(runs[(name, s)]) for s in args.seeds}}
+        _figure(name, label, runs, args.seeds, ROOT / "docs" / "figures" / f"interventions-{name}.png")
         sys.stdout.write(f"{name} {json.dumps(results[name], indent=1)}\n")
+    if args.train_only:
+        return
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=1) + "\n")
 
