@@ -52,7 +52,7 @@ def _summary(run: Path) -> dict:
     rows = read_metrics(run)
     last = rows[-1]
     pm1 = np.array(last["prefix_matching"])[1]
-    return {"induction_onset_step": dyn.induction_onset_step,
+    return {"last_step": last["step"], "induction_onset_step": dyn.induction_onset_step,
             "strongest_head": f"L{dyn.strongest_head[0]}H{dyn.strongest_head[1]}",
             "loss_drop_step": dyn.loss_drop_step,
             "phase_change": [dyn.phase_start, dyn.phase_end],
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=20,
                         help="evaluation spacing of the intervention runs (controls: 10); their "
                              "evaluations run the hooked forward, the costly part")
+    parser.add_argument("--no-train", action="store_true",
+                        help="summarise the runs as they are (a run stopped early is analysed up "
+                             "to its last evaluation, named in last_step)")
     parser.add_argument("--train-only", action="store_true",
                         help="train the runs; no figures or JSON (to run seeds in parallel)")
     args = parser.parse_args()
@@ -102,7 +105,8 @@ def main() -> None:
     controls = {}
     for seed in args.seeds:
         run = args.runs / f"control-s{seed}"
-        _train(run, seed, [])
+        if not args.no_train:
+            _train(run, seed, [])
         controls[seed] = run
     if not args.train_only:
         results["control"] = {str(s): _summary(r) for s, r in controls.items()}
@@ -111,7 +115,8 @@ def main() -> None:
         runs = {("control", s): r for s, r in controls.items()}
         for seed in args.seeds:
             run = args.runs / f"{name}-s{seed}"
-            _train(run, seed, extra, args.eval_every)
+            if not args.no_train:
+                _train(run, seed, extra, args.eval_every)
             runs[(name, seed)] = run
         if args.train_only:
             continue
