@@ -55,11 +55,11 @@ class SamplerSettings:
     ``localization`` (γ), chains, draws per chain, burn-in steps, sequences per SGLD batch, the
     number of held-out sequences sampled from, and the seeds."""
 
-    lr: float = 1e-4
-    n_beta: float = 30.0
-    localization: float = 300.0
-    num_chains: int = 4
-    num_draws: int = 100
+    lr: float = 3e-5
+    n_beta: float = 300.0
+    localization: float = 3000.0
+    num_chains: int = 2
+    num_draws: int = 60
     num_burnin_steps: int = 0
     batch_size: int = 16
     n_sequences: int = 256
