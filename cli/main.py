@@ -10,6 +10,7 @@ from . import dynamics as dynamics_cmd
 from . import reproduce as reproduce_cmd
 from . import sweep as sweep_cmd
 from ._wandb import WandbCommand
+from . import stages as stages_cmd
 
 app = typer.Typer(
     name="induct",
@@ -32,6 +33,7 @@ app.command("weights")(weights_cmd.weights)
 app.command("ablate")(ablate.ablate)
 app.command("patch")(patch.patch)
 app.command("sweep", cls=WandbCommand)(sweep_cmd.sweep)
+app.command("stages")(stages_cmd.stages)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ def train(
     bf16: Annotated[bool, typer.Option(help="bfloat16 autocast in the fused forward: faster only where bf16 matmuls are (recent GPUs, CPUs with AMX/AVX512-BF16).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the fused forward: pays off on long runs (compiling takes a minute on CPU).")] = False,
     wandb: WandbOpt = None,
+    ablate: Annotated[Optional[list[str]], typer.Option("--ablate", help="Ablate heads while training: L0H2,L0H1 (zero) or L0H2=mean (repeatable; docs/interventions.md).")] = None,
+    clamp_pattern: Annotated[Optional[list[str]], typer.Option("--clamp-pattern", help="Clamp heads' attention patterns while training: L0H2=previous (also induction, uniform, bos; comma-separated, repeatable).")] = None,
+    from_step: Annotated[int, typer.Option(help="First training step of --ablate/--clamp-pattern.")] = 0,
+    to_step: Annotated[Optional[int], typer.Option(help="Last training step of --ablate/--clamp-pattern (default: to the end).")] = None,
 ) -> None:
     """Train a model, writing checkpoints (dense early), metrics.jsonl and config.json."""
     from induction_toolkit.errors import ConfigError
@@ -68,6 +72,8 @@ def train(
         raise ConfigError("--bf16 and --compile apply to the fused forward; drop --hooked")
     loss_fn = "hooked" if not fast else "fast" + ("-compiled" if compile else "") + ("-bf16" if bf16 else "")
     config = None
+    if resume is not None and (ablate or clamp_pattern):
+        raise ConfigError("--ablate/--clamp-pattern start a run; a resumed run keeps its own")
     if resume is None:
         config = TrainConfig(preset=preset, task=task, steps=steps, lr=lr, warmup=warmup,
                              weight_decay=weight_decay, batch_size=batch_size, dropout=dropout,
@@ -76,6 +82,14 @@ def train(
                              embed_init_std=embed_init_std,
                              model_overrides=_parse_options(model_opt or [], "--model-opt"),
                              task_options=_parse_options(task_opt or [], "--task-opt"))
+        if ablate or clamp_pattern:
+            from induction_toolkit.training.interventions import parse_interventions
+            from induction_toolkit.training.loop import build_run_model_config
+
+            shape = build_run_model_config(config)
+            config.interventions = [iv.to_dict() for iv in parse_interventions(
+                ablate, clamp_pattern, from_step=from_step, to_step=to_step,
+                n_layers=shape.n_layers, n_heads=shape.n_heads)]
         if seeds is not None:
             from ._grouped import train_seeds
 

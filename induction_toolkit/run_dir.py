@@ -28,6 +28,7 @@ METRICS_FILENAME = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 FIGURES_DIR = "figures"
 STATE_FILENAME = "train_state.pt"
+STAGES_FILENAME = "stages.json"  # written by ``induct stages`` (induction_toolkit.stages)
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
 
 
@@ -69,6 +70,25 @@ def figures_dir(run_dir: str | Path) -> Path:
 def state_path(run_dir: str | Path) -> Path:
     """Path of the run's ``train_state.pt`` (resume state of the latest checkpoint)."""
     return Path(run_dir) / STATE_FILENAME
+
+
+def stages_path(run_dir: str | Path) -> Path:
+    """Path of the run's ``stages.json`` (LLC per checkpoint and stage boundaries)."""
+    return Path(run_dir) / STAGES_FILENAME
+
+
+def read_stages(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's saved ``induct stages`` result, or None when it has none (or it is unreadable)."""
+    try:
+        data = json.loads(stages_path(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "boundaries" in data else None
+
+
+def write_stages(run_dir: str | Path, data: dict[str, Any]) -> Path:
+    """Write the ``induct stages`` result into the run directory, atomically."""
+    return atomic_write_text(stages_path(run_dir), json.dumps(data, indent=1) + "\n")
 
 
 def is_run_dir(path: str | Path) -> bool:

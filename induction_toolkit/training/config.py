@@ -61,6 +61,8 @@ class TrainConfig:
     loss_fn: str = "fast"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
+    # training-time head interventions (training.interventions.Intervention.to_dict), in order
+    interventions: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)

@@ -108,6 +108,9 @@ def check_groupable(configs: Sequence[TrainConfig]) -> None:
         if diff:
             raise ConfigError(f"runs 0 and {i} differ in {', '.join(diff)}; grouped runs may "
                               f"differ only in {', '.join(sorted(GROUPABLE_FIELDS))}")
+    if configs[0].interventions:
+        raise ConfigError("grouped training runs the fused forward, which has no hooks for "
+                          "--ablate/--clamp-pattern; train these runs one by one")
     if configs[0].loss_fn not in GROUPED_LOSS_FNS:
         raise ConfigError(f"grouped training runs the fused forward (loss_fn "
                           f"{' or '.join(GROUPED_LOSS_FNS)}), not '{configs[0].loss_fn}'")

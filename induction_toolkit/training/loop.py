@@ -38,6 +38,7 @@ from ..tasks.base import TrainingTask
 from ..tasks.registry import make_task
 from .config import TrainConfig
 from .evaluate import Evaluator, non_finite_field
+from .interventions import TrainingInterventions
 from .schedule import checkpoint_steps, eval_steps
 from .state import ResumeState, TrainState, load_state, restore_into, save_state
 from .step import dropout_hooks, get_loss_fn, optimizer_options
@@ -216,6 +217,8 @@ class _Run:
         self.task_dict = self.task.to_dict()
         self.tokens_per_step = config.batch_size * self.task.seq_len
         self.fwd_hooks = dropout_hooks(self.model, config.dropout)
+        # hooks only where asked: no interventions → the fused forward as before
+        self.interventions = TrainingInterventions(self.model, config.interventions)
 
     def _restore(self, saved: ResumeState) -> None:
         """Weights from the checkpoint at the saved step; optimizer, RNG, counters from the state."""
@@ -261,11 +264,12 @@ class _Run:
         tokens = self.task.sample(self.config.batch_size, self.generator, step=step).to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = _lr_at(self.config, step - 1)
-        if self.fwd_hooks:
-            with self.model.hooks(fwd_hooks=self.fwd_hooks):
+        with self.interventions.applied(step):
+            if self.fwd_hooks:
+                with self.model.hooks(fwd_hooks=self.fwd_hooks):
+                    loss = self.loss_fn(self.model, tokens)
+            else:
                 loss = self.loss_fn(self.model, tokens)
-        else:
-            loss = self.loss_fn(self.model, tokens)
         value = float(loss.detach())
         if not math.isfinite(value):
             where = f"step {self.last_good}" if self.last_good is not None else "none"
@@ -289,7 +293,11 @@ class _Run:
 
     def evaluate(self, step: int, train_loss: float | None) -> dict[str, Any]:
         """Evaluate the model, append one metrics row (and rewrite metrics.jsonl); returns it."""
-        row = {"step": step, "train_loss": train_loss, **self.evaluator(self.model),
+        with self.interventions.applied(step):  # metrics of the function being trained
+            evaluated = self.evaluator(self.model)
+        if self.interventions:
+            evaluated["interventions_active"] = [iv.label for iv in self.interventions.active(step)]
+        row = {"step": step, "train_loss": train_loss, **evaluated,
                "lr": _lr_at(self.config, max(step - 1, 0)), "tokens": step * self.tokens_per_step,
                "elapsed_s": round(self.state.elapsed, 3)}
         bad = non_finite_field(row)
@@ -351,4 +359,5 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, fresh: bool = False) ->
     task = build_task(config)
     model_cfg = build_run_model_config(config)
     create_run_dir(run_dir, {"train": config.to_dict(), "model": config_to_dict(model_cfg),
-                             "task": task.to_dict(), "toolkit_version": __version__})
+                             "task": task.to_dict(), "toolkit_version": __version__,
+                             "interventions": list(config.interventions)})

@@ -35,6 +35,9 @@ def _mark(ax, dyn: "Dynamics") -> None:
                    label="in-context loss onset (fit)")
     if dyn.loss_drop_step is not None:
         ax.axvline(max(dyn.loss_drop_step, 1), color="tab:red", ls=":", lw=1, label="loss drop")
+    for i, b in enumerate((getattr(dyn, "stages", None) or {}).get("boundaries", [])):
+        ax.axvline(max(b, 1), color="black", ls=(0, (1, 2)), lw=1.2,
+                   label="LLC stage boundary" if i == 0 else None)
 
 
 def loss_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
@@ -136,6 +139,29 @@ def lag_figure(rows: list[dict[str, Any]], dyn: "Dynamics") -> "Figure":
     return fig
 
 
+def llc_figure(dyn: "Dynamics") -> "Figure":
+    """The LLC λ̂ per checkpoint (mean ± chain std), its smoothed curve and the stage boundaries
+    (``induct stages``), beside the phase change and onsets (log step axis)."""
+    st = dyn.stages
+    fig = new_figure(6.5, 3.6)
+    ax = fig.add_subplot()
+    steps = np.array([r["step"] for r in st["llc"]], float)
+    mean = np.array([r["mean"] for r in st["llc"]], float)
+    std = np.array([r["std"] for r in st["llc"]], float)
+    x, m, e, sm = _positive(steps, mean, std, np.array(st["smoothed"], float))
+    ax.errorbar(x, m, yerr=e, fmt="o", ms=3, lw=1, label="λ̂ (mean ± std over chains)")
+    ax.plot(x, sm, color="tab:gray", lw=1.5, label="smoothed")
+    _mark(ax, dyn)
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("local learning coefficient λ̂")
+    ax.legend(fontsize=7, ncols=2)
+    s = st["sampler"]
+    ax.set_title(f"LLC (SGLD ε={s['lr']:g}, nβ={s['n_beta']:g}, γ={s['localization']:g}, "
+                 f"{s['num_chains']}×{s['num_draws']})", fontsize=9)
+    return fig
+
+
 def write_dynamics_figures(rows: list[dict[str, Any]], dyn: "Dynamics",
                            directory: str | Path) -> list[Path]:
     """Write the loss, prefix-matching, previous-token, ICL and lag PNGs into ``directory``;
@@ -148,6 +174,8 @@ def write_dynamics_figures(rows: list[dict[str, Any]], dyn: "Dynamics",
                       ("icl_score.png", icl_figure(rows, dyn)),
                       ("lag.png", lag_figure(rows, dyn))):
         out.append(atomic_write_bytes(directory / name, png_bytes(fig)))
+    if getattr(dyn, "stages", None):
+        out.append(atomic_write_bytes(directory / "llc_stages.png", png_bytes(llc_figure(dyn))))
     return out
 
 

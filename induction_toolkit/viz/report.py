@@ -255,9 +255,16 @@ def dynamics_section(report: "Report") -> ReportSection:
     }
     intro = (f"From the run's {METRICS_FILENAME} (log step axis). Olsson et al.: induction heads form "
              "inside the phase change, where the in-context-learning score falls fastest.")
-    return ReportSection("dynamics", "Training dynamics",
-                         [_kv_table(info), *plot_dynamics(report.dynamics, report.metrics)],
-                         intro=intro)
+    stages = getattr(report.dynamics, "stages", None)
+    if stages:  # saved by `induct stages`: LLC critical points (Hoogland et al. 2024)
+        info["stage boundaries (LLC critical points, induct stages)"] = (
+            ", ".join(map(str, stages["boundaries"])) or "none")
+    views = [_kv_table(info), *plot_dynamics(report.dynamics, report.metrics)]
+    if stages:
+        from .dynamics_figures import llc_figure
+
+        views.append(FigureView(llc_figure(report.dynamics), title="LLC and developmental stages"))
+    return ReportSection("dynamics", "Training dynamics", views, intro=intro)
 
 
 SectionRenderer = Callable[["Report"], ReportSection]
