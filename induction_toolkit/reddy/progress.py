@@ -1,0 +1,61 @@
+"""Reddy (2023)'s accuracies and progress measures, measured on held-out sequences.
+
+On a batch from :meth:`ReddyTask.eval_set` (never the training batch):
+
+- **accuracy**: fraction of targets whose arg-max label is right; chance ``1/L``.
+- **ILA1** (item–label association, layer 1): attention from each token ``i ≥ 1`` to token
+  ``i − 1``, averaged over those tokens; uniform attention gives ``mean_i 1/(i+1)`` (0.21 at N=8),
+  a previous-token head 1.
+- **TILA2** (target–item–label association, layer 2): attention from the target to the label
+  token(s) that follow an item of its class (the correct label, ``B`` copies); uniform
+  ``B/(2N+1)``, an induction head 1.
+- **CLA** (context-label accuracy): the predicted probability mass on labels present in the
+  context; uniform ``(distinct labels in context)/L``, picking a context label 1.
+- **TLA2** (target–labels association): total attention from the target to the ``N`` label
+  tokens; uniform ``N/(2N+1)``, 1 when the target reads only labels.
+
+All four lie in ``[0, 1]``. ``chance_levels`` gives the uniform-attention / uniform-prediction
+values for a task so plots and tables can show them.
+"""
+
+from typing import Any
+
+import torch
+
+from ..tasks.reddy import ReddyBatch, ReddyConfig
+
+MEASURES = ("ILA1", "TILA2", "CLA", "TLA2")
+
+
+@torch.no_grad()
+def evaluate(model, batch: ReddyBatch, *, measures: bool = True) -> dict[str, float]:
+    """Accuracy and loss on ``batch``; with ``measures`` also ILA1, TILA2, CLA and TLA2."""
+    names = ("blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern")
+    logits, cache = model.run_with_cache(batch.inputs, names_filter=lambda n: n in names)
+    out = {"accuracy": (logits.argmax(-1) == batch.target).float().mean().item(),
+           "loss": torch.nn.functional.cross_entropy(logits, batch.target).item()}
+    if not measures:
+        return out
+    p1 = cache[names[0]][:, 0]  # [batch, q, k]
+    p2 = cache[names[1]][:, 0, -1]  # the target's row, [batch, k]
+    seq = p1.shape[-1]
+    idx = torch.arange(1, seq)
+    out["ILA1"] = p1[:, idx, idx - 1].mean().item()
+    label_attn = p2[:, 1:seq - 1:2]  # label tokens sit at odd positions
+    out["TILA2"] = (label_attn * batch.correct_label_mask).sum(-1).mean().item()
+    out["TLA2"] = label_attn.sum(-1).mean().item()
+    probs = logits.softmax(-1)
+    present = torch.zeros_like(probs, dtype=torch.bool)
+    present.scatter_(1, batch.context_labels, True)
+    out["CLA"] = (probs * present).sum(-1).mean().item()
+    return out
+
+
+def chance_levels(config: ReddyConfig) -> dict[str, Any]:
+    """Each measure's value under uniform attention and uniform prediction (on the ``ic`` set)."""
+    n, copies = config.N, max(config.B, 1)
+    seq = 2 * n + 1
+    return {"accuracy": 1 / config.L,
+            "context_guess_accuracy": copies / n,  # picking a context label at random
+            "ILA1": sum(1 / (i + 1) for i in range(1, seq)) / (seq - 1),
+            "TILA2": copies / seq, "TLA2": n / seq, "CLA": (n // copies) / config.L}
