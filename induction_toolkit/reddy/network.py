@@ -84,6 +84,25 @@ class ReddyNetwork(HookedRootModule):
         """Label logits from the target's (last position's) final residual."""
         return self.classifier(self.hook_classifier_in(self.residual(inputs)[:, -1]))
 
+    def fast_forward(self, inputs: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch n_labels"]:
+        """``forward``'s logits without hooks, for training: the same math, less work.
+
+        Layer 2 only matters at the target (the classifier reads nothing else), so its query,
+        attention row and output are computed for the last position alone; biases are omitted
+        because they are frozen at zero. Equal to ``forward`` within float error (tested).
+        """
+        a1, a2 = self.blocks[0].attn, self.blocks[1].attn
+        seq = inputs.shape[1]
+        q = inputs @ a1.W_Q[0]
+        k = inputs @ a1.W_K[0]
+        scores = (q @ k.transpose(1, 2)).masked_fill(
+            torch.ones(seq, seq, dtype=torch.bool, device=inputs.device).triu(1), float("-inf"))
+        v = inputs + (scores.softmax(-1) @ (inputs @ a1.W_V[0])) @ a1.W_O[0]
+        last = v[:, -1:]
+        att2 = ((last @ a2.W_Q[0]) @ (v @ a2.W_K[0]).transpose(1, 2)).softmax(-1)  # [batch, 1, pos]
+        w = last + (att2 @ (v @ a2.W_V[0])) @ a2.W_O[0]
+        return self.classifier(w[:, 0])
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters SGD updates (everything but the frozen attention biases)."""
         return [p for p in self.parameters() if p.requires_grad]

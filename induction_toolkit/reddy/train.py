@@ -46,8 +46,9 @@ class ReddyRun:
     model: ReddyNetwork
     task: ReddyTask
     metrics: list[dict[str, Any]]
-    seconds_per_step: float
+    seconds_per_step: float  # wall clock, the training step alone (no evaluation)
     run_dir: Path | None = None
+    cpu_seconds_per_step: float | None = None  # process CPU time per step: the idle-machine cost
     notes: list[str] = field(default_factory=list)
 
     def series(self, key: str) -> np.ndarray:
@@ -100,22 +101,28 @@ def data_config(config: TrainConfig) -> ReddyConfig:
 
 def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: int = 1000,
                 progress: Callable[[int, int, float], None] | None = None,
-                checkpoints: int = 10) -> ReddyRun:
+                on_eval: Callable[[dict[str, Any], Any], None] | None = None,
+                checkpoints: int = 10, model_kind: str = "network") -> ReddyRun:
     """Train one run; write it to ``out`` (a new or empty directory) when given.
 
     ``progress(step, total, loss)`` is called after every step. ``checkpoints`` linearly spaced
-    checkpoints (plus step 0) are written when ``out`` is given.
+    checkpoints (plus step 0) are written when ``out`` is given; ``on_eval(row, model)`` sees every
+    metrics row as it is recorded, with the model at that step. ``model_kind``: ``network`` (the paper's network), ``minimal``
+    (the three-parameter induction head on the same classifier) or ``minimal-beta2-0`` (β₂ fixed
+    at 0, the two-parameter model); the minimal ones add β₁, α, β₂ to every metrics row.
     """
     data = data_config(config)
     if config.device not in ("auto", "cpu"):
         raise ConfigError("the reddy task runs on the CPU (the network is tiny); pass --device cpu")
+    if out is not None and model_kind != "network":
+        raise ConfigError("only the full network is written to a run directory")
     if out is not None:
         out = Path(out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise RunDirError(f"{out} exists and is not an empty directory; a reddy run cannot be resumed")
     torch.manual_seed(config.seed)
     task = data.build(config.seed)
-    model = ReddyNetwork(data.d_model, data.seq_len, data.L, seed=config.seed)
+    model = build_model(model_kind, data, config.seed)
     opt = torch.optim.SGD(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     evals = {name: task.eval_set(name, eval_n, seed=10_000 + config.seed) for name in EVAL_SETS}
     gen = torch.Generator().manual_seed(config.seed)
@@ -125,7 +132,7 @@ def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: i
                              "model": _model_settings(model), "version": __version__})
     rows: list[dict[str, Any]] = []
     losses: list[float] = []
-    step_time = 0.0
+    step_time = cpu_time = 0.0
 
     def record(step: int) -> None:
         row: dict[str, Any] = {"step": step}
@@ -136,7 +143,11 @@ def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: i
             row[f"{name}_accuracy"] = m.pop("accuracy")
             row[f"{name}_loss"] = m.pop("loss")
             row.update({k: m[k] for k in MEASURES if k in m})
+        if model_kind != "network":
+            row.update(model.scalars())
         rows.append(row)
+        if on_eval is not None:
+            on_eval(row, model)
         if out is not None:
             write_metrics(out, rows)
             if step in keep:
@@ -144,22 +155,37 @@ def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: i
 
     record(0)
     for step in range(1, config.steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = task.sample(config.batch_size, gen)
-        loss = torch.nn.functional.cross_entropy(model(batch.inputs), batch.target)
+        loss = torch.nn.functional.cross_entropy(model.fast_forward(batch.inputs), batch.target)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss became {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step_time += time.perf_counter() - t0
+        cpu_time += time.process_time() - c0
         losses.append(loss.item())
         if progress is not None:
             progress(step, config.steps, losses[-1])
         if step % config.eval_every == 0 or step == config.steps:
             record(step)
     return ReddyRun(config, data, model, task, rows, step_time / config.steps,
-                    out if out is not None else None)
+                    out if out is not None else None, cpu_seconds_per_step=cpu_time / config.steps)
+
+
+MODEL_KINDS = ("network", "minimal", "minimal-beta2-0")
+
+
+def build_model(kind: str, data: ReddyConfig, seed: int):
+    """A freshly initialised model of ``kind`` (see ``train_reddy``) for the data ``data``."""
+    if kind == "network":
+        return ReddyNetwork(data.d_model, data.seq_len, data.L, seed=seed)
+    if kind in ("minimal", "minimal-beta2-0"):
+        from .minimal import MinimalInductionModel
+
+        return MinimalInductionModel(data.D, data.L, fix_beta2=kind != "minimal", seed=seed)
+    raise ConfigError(f"unknown model kind '{kind}'; choose one of: {', '.join(MODEL_KINDS)}")
 
 
 def _model_settings(model: ReddyNetwork) -> dict[str, Any]:
