@@ -19,7 +19,8 @@ import math
 import torch
 from jaxtyping import Float
 from torch import nn
-from transformer_lens.hook_points import HookedRootModule, HookPoint
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
 
 from .network import HIDDEN
 

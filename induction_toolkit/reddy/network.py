@@ -23,7 +23,8 @@ from jaxtyping import Float
 from torch import nn
 from transformer_lens import HookedTransformerConfig
 from transformer_lens.components import TransformerBlock
-from transformer_lens.hook_points import HookedRootModule, HookPoint
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
 
 HIDDEN = 128
 

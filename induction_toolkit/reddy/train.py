@@ -102,14 +102,15 @@ def data_config(config: TrainConfig) -> ReddyConfig:
 def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: int = 1000,
                 progress: Callable[[int, int, float], None] | None = None,
                 on_eval: Callable[[dict[str, Any], Any], None] | None = None,
-                checkpoints: int = 10, model_kind: str = "network") -> ReddyRun:
+                checkpoints: int = 10, model_kind: str = "network", hidden: int = 128) -> ReddyRun:
     """Train one run; write it to ``out`` (a new or empty directory) when given.
 
     ``progress(step, total, loss)`` is called after every step. ``checkpoints`` linearly spaced
     checkpoints (plus step 0) are written when ``out`` is given; ``on_eval(row, model)`` sees every
     metrics row as it is recorded, with the model at that step. ``model_kind``: ``network`` (the paper's network), ``minimal``
     (the three-parameter induction head on the same classifier) or ``minimal-beta2-0`` (β₂ fixed
-    at 0, the two-parameter model); the minimal ones add β₁, α, β₂ to every metrics row.
+    at 0, the two-parameter model); the minimal ones add β₁, α, β₂ to every metrics row. ``hidden``: query/key and classifier
+    width (the paper's 128; smaller only for in-memory test runs).
     """
     data = data_config(config)
     if config.device not in ("auto", "cpu"):
@@ -122,7 +123,9 @@ def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: i
             raise RunDirError(f"{out} exists and is not an empty directory; a reddy run cannot be resumed")
     torch.manual_seed(config.seed)
     task = data.build(config.seed)
-    model = build_model(model_kind, data, config.seed)
+    if out is not None and hidden != 128:
+        raise ConfigError("a run directory holds the paper's network (hidden 128)")
+    model = build_model(model_kind, data, config.seed, hidden)
     opt = torch.optim.SGD(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     evals = {name: task.eval_set(name, eval_n, seed=10_000 + config.seed) for name in EVAL_SETS}
     gen = torch.Generator().manual_seed(config.seed)
@@ -177,14 +180,15 @@ def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: i
 MODEL_KINDS = ("network", "minimal", "minimal-beta2-0")
 
 
-def build_model(kind: str, data: ReddyConfig, seed: int):
+def build_model(kind: str, data: ReddyConfig, seed: int, hidden: int = 128):
     """A freshly initialised model of ``kind`` (see ``train_reddy``) for the data ``data``."""
     if kind == "network":
-        return ReddyNetwork(data.d_model, data.seq_len, data.L, seed=seed)
+        return ReddyNetwork(data.d_model, data.seq_len, data.L, seed=seed, hidden=hidden)
     if kind in ("minimal", "minimal-beta2-0"):
         from .minimal import MinimalInductionModel
 
-        return MinimalInductionModel(data.D, data.L, fix_beta2=kind != "minimal", seed=seed)
+        return MinimalInductionModel(data.D, data.L, fix_beta2=kind != "minimal", seed=seed,
+                                     hidden=hidden)
     raise ConfigError(f"unknown model kind '{kind}'; choose one of: {', '.join(MODEL_KINDS)}")
 
 
