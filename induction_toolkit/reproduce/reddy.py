@@ -50,10 +50,13 @@ class Scale:
 FULL = Scale(steps=75_000, eval_every=500, eval_n=1000, grid_K=(128, 256, 512, 1024, 2048),
              grid_B=(0, 1, 2, 4), grid_eps=(0.0, 0.1, 0.2, 0.4, 0.8), grid_alpha=(0.0, 0.5, 1.0, 1.5),
              fig3_steps=75_000)
-QUICK = Scale(steps=6000, eval_every=250, eval_n=500, grid_K=(128, 1024), grid_B=(0, 2),
-              grid_eps=(0.0, 0.4), grid_alpha=(0.0, 1.0), fig3_steps=6000)
+# lr × steps kept at the paper's 0.01 × 75,000 = 750 (the same gradient-flow time): at K=256,
+# B=1, p_C=0.8 this lr shows the paper's slow phase then the abrupt transition near step 1700
+QUICK = Scale(steps=2500, eval_every=100, eval_n=500, grid_K=(128, 1024), grid_B=(0, 2),
+              grid_eps=(0.0, 0.4), grid_alpha=(0.0, 1.0), fig3_steps=2500, lr=0.3)
 DEVIATIONS = {
-    "quick": ["runs shortened from 75,000 to {steps} SGD steps (figures 3, 4, A.5: {fig3_steps})",
+    "quick": ["SGD lr {lr} for {steps} steps instead of 0.01 for 75,000 (the same lr × steps, 750; "
+              "figures 3, 4, A.5: {fig3_steps} steps)",
               "evaluation every {eval_every} steps on {eval_n} held-out sequences per set (paper: "
               "every 500 on 1000 for the measures)",
               "grids coarsened: K {grid_K}, B {grid_B}, ε {grid_eps}, α {grid_alpha}",
@@ -425,7 +428,7 @@ def reproduce_reddy(out: str | Path, *, figures: Iterable[str] = FIGURES, seeds:
 
     figs = draw_all(by_fig, out)
     key = "quick" if quick else "full"
-    fields = {**{k: getattr(sc, k) for k in ("steps", "fig3_steps", "eval_every", "eval_n")},
+    fields = {**{k: getattr(sc, k) for k in ("steps", "fig3_steps", "eval_every", "eval_n", "lr")},
               **{k: getattr(sc, k) for k in ("grid_K", "grid_B", "grid_eps", "grid_alpha")},
               "n_seeds": len(seeds)}
     devs = [d.format(**fields) for d in DEVIATIONS[key]]
