@@ -58,6 +58,12 @@ def test_train_reddy_writes_a_run(tmp_path):
     assert task.config.K == 64 and config.steps == 4
     batch = task.eval_set("ic", 4, seed=0)
     assert model(batch.inputs).shape == (4, 32)
+    result = invoke("score", out, "--json", "--batch", 16)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert [h["head"] for h in scores["heads"]] == ["L0H0", "L1H0"]
+    assert all(0 <= h["induction"] <= 1 and 0 <= h["previous_token"] <= 1 for h in scores["heads"])
+    assert 0 < scores["chance"]["induction"] < 1
 
 
 def test_phenomenological_block_and_claims_shape():

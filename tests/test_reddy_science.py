@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from induction_toolkit.reddy.progress import evaluate
+from induction_toolkit.reddy.progress import evaluate, head_scores
 from induction_toolkit.reddy.train import reddy_train_config, train_reddy
 from induction_toolkit.reproduce.reddy import rise_fraction
 from induction_toolkit.tasks.reddy import ReddyConfig
@@ -72,3 +72,10 @@ def test_ablating_the_layer2_head_removes_icl(bursty):
     # ablating layer 1 instead also breaks the induction circuit (it feeds layer 2's keys)
     with model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", zero)]):
         assert evaluate(model, ic, measures=False)["accuracy"] < 0.5
+
+
+def test_head_scores_name_the_previous_token_and_induction_heads(bursty):
+    scores = head_scores(bursty.model, bursty.task.eval_set("ic", 300, seed=7))
+    assert scores["previous_token_head"] == "L0H0" and scores["induction_head"] == "L1H0"
+    layer0, layer1 = scores["heads"]
+    assert layer1["induction"] > 0.5 > layer0["induction"]

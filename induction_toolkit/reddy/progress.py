@@ -59,3 +59,32 @@ def chance_levels(config: ReddyConfig) -> dict[str, Any]:
             "context_guess_accuracy": copies / n,  # picking a context label at random
             "ILA1": sum(1 / (i + 1) for i in range(1, seq)) / (seq - 1),
             "TILA2": copies / seq, "TLA2": n / seq, "CLA": (n // copies) / config.L}
+
+
+@torch.no_grad()
+def head_scores(model, batch: ReddyBatch) -> dict[str, Any]:
+    """Per head (one per layer): the task's own previous-token and induction scores.
+
+    The inputs are continuous vectors, so the token-id scoring sequences of ``induct score`` do not
+    apply; the task says where each head should look instead. ``previous_token``: attention from
+    each token to its predecessor (ILA1 for layer 0), uniform ``mean 1/(i+1)``. ``induction``:
+    attention from the target to the label after its class's item(s) (TILA2 for layer 1), uniform
+    ``B/(2N+1)``. Both in ``[0, 1]``. ``previous_token_head`` / ``induction_head`` name the argmax
+    heads as ``L{layer}H0``.
+    """
+    n_layers = len(model.blocks)
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
+    _, cache = model.run_with_cache(batch.inputs, names_filter=lambda n: n in names)
+    rows = []
+    for layer, name in enumerate(names):
+        p = cache[name][:, 0]
+        seq = batch.inputs.shape[1]
+        idx = torch.arange(1, seq)
+        prev = p[:, idx, idx - 1].mean().item() if p.shape[-2] == seq else None
+        label_attn = p[:, -1, 1:seq - 1:2]
+        ind = (label_attn * batch.correct_label_mask).sum(-1).mean().item()
+        rows.append({"head": f"L{layer}H0", "layer": layer, "previous_token": prev, "induction": ind})
+    prev_rows = [r for r in rows if r["previous_token"] is not None]
+    return {"heads": rows,
+            "previous_token_head": max(prev_rows, key=lambda r: r["previous_token"])["head"],
+            "induction_head": max(rows, key=lambda r: r["induction"])["head"]}
