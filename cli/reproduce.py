@@ -1,4 +1,4 @@
-"""``induct reproduce EXPERIMENT``: re-run a published result (currently: ``blog``)."""
+"""``induct reproduce EXPERIMENT``: re-run a published result (``blog``, ``reddy``)."""
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -7,11 +7,11 @@ import typer
 
 from ._common import JsonFlag, print_json, stderr, stdout
 
-EXPERIMENTS = ("blog",)
+EXPERIMENTS = ("blog", "reddy")
 
 
 def reproduce(
-    experiment: Annotated[str, typer.Argument(help="Which result: blog.")],
+    experiment: Annotated[str, typer.Argument(help="Which result: blog or reddy.")],
     more_seeds: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     seeds: Annotated[Optional[list[str]], typer.Option(help="Seeds, e.g. --seeds 0 1 2 (default 0 1 2).")] = None,
     quick: Annotated[bool, typer.Option(help="Scaled-down run: minutes on two CPU cores.")] = False,
@@ -19,6 +19,7 @@ def reproduce(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     inits: Annotated[str, typer.Option(help="Embedding inits to run, comma-separated: unit (N(0, 1), blog-4l's default), tl (TransformerLens' N(0, 0.8/√d_model)). Default both.")] = "unit,tl",
     json_out: JsonFlag = False,
+    figures: Annotated[Optional[str], typer.Option(help="reddy: figures to reproduce, comma-separated (1d,2a,2b,2c,3,4,a5; default all).")] = None,
 ) -> None:
     """Reproduce the blog experiment: 4-layer transformer on the copying task, 3 seeds, both inits, lag fits."""
     from induction_toolkit.errors import ConfigError
@@ -34,6 +35,13 @@ def reproduce(
                 parsed.append(int(part))
             except ValueError:
                 raise ConfigError(f"--seeds takes integers, got '{part}'") from None
+    if experiment == "reddy":
+        from .reproduce_reddy import reproduce_reddy_cli
+
+        return reproduce_reddy_cli(seeds=tuple(dict.fromkeys(parsed)) or None, quick=quick, out=out,
+                                   figures=figures, json_out=json_out)
+    if figures is not None:
+        raise ConfigError("--figures applies to 'reproduce reddy'")
     seed_tuple = tuple(dict.fromkeys(parsed)) or (0, 1, 2)
     init_tuple = tuple(dict.fromkeys(i.strip() for i in inits.split(",") if i.strip()))
     out = out or Path("runs") / ("blog-quick" if quick else "blog")

@@ -27,6 +27,12 @@ def score(
     Segment lengths vary per sequence (--seq-len/2 to --seq-len); "—" marks a value that cannot be
     computed (named in the notes).
     """
+    from induction_toolkit.reddy.train import is_reddy_run
+
+    if is_reddy_run(path):  # continuous inputs: the task supplies its own scoring sequences
+        from ._reddy_train import score_reddy_run
+
+        return score_reddy_run(path, step=step, batch=batch, seed=seed, json_out=json_out)
     from induction_toolkit.checkpoints import load_model
     from induction_toolkit.models import config_summary
     from induction_toolkit.batching import score_fitting

@@ -7,8 +7,11 @@ import typer
 
 from induction_toolkit.run_dir import METRICS_FILENAME  # names only: no torch behind it
 
+from . import _reddy_train as _reddy
 from ._common import stderr, stdout
 from ._wandb import WandbOpt
+
+_R = _reddy.annotations()  # a namespace: K, N, … (the reddy data options)
 
 
 def _parse_options(items: list[str], what: str) -> dict:
@@ -30,18 +33,18 @@ def _parse_options(items: list[str], what: str) -> dict:
 
 def train(
     preset: Annotated[str, typer.Option(help="Model preset (attn-only-1l/2l/4l, blog-4l).")] = "attn-only-2l",
-    task: Annotated[str, typer.Option(help="Training task: repeated, copying or text.")] = "repeated",
+    task: Annotated[str, typer.Option(help="Training task: repeated, copying, text or reddy (Reddy 2023's classification data; its options below).")] = "repeated",
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1500,
     out: Annotated[Optional[Path], typer.Option(help="Run directory to create.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory.")] = None,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-3,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default 3e-3 AdamW; reddy: 0.01 SGD).")] = None,
     warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 0,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
-    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (default 0.01; reddy: 1e-6).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per step (default 32; reddy: 128).")] = None,
     dropout: Annotated[float, typer.Option(help="Attention and residual dropout.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the weights, data and dropout.")] = 0,
     seeds: Annotated[Optional[str], typer.Option(help="Train these seeds as one grouped model (0-7 or 0,1,5), writing OUT/seed_N for each (docs/performance.md).")] = None,
-    eval_every: Annotated[int, typer.Option(help=f"Evaluate (one {METRICS_FILENAME} line) every N steps (≤ 10 resolves the induction transition).")] = 10,
+    eval_every: Annotated[Optional[int], typer.Option(help=f"Evaluate (one {METRICS_FILENAME} line) every N steps (default 10: resolves the induction transition; reddy: 500).")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Linear checkpoint spacing (default steps/10).")] = None,
     log_checkpoints: Annotated[int, typer.Option(help="Extra log-spaced checkpoints (dense early).")] = 20,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -57,11 +60,30 @@ def train(
     clamp_pattern: Annotated[Optional[list[str]], typer.Option("--clamp-pattern", help="Clamp heads' attention patterns while training: L0H2=previous (also induction, uniform, bos; comma-separated, repeatable).")] = None,
     from_step: Annotated[int, typer.Option(help="First training step of --ablate/--clamp-pattern.")] = 0,
     to_step: Annotated[Optional[int], typer.Option(help="Last training step of --ablate/--clamp-pattern (default: to the end).")] = None,
+    K: _R.K = None, N: _R.N = None, L: _R.L = None, B: _R.B = None,
+    p_bursty: _R.p_bursty = None, p_novel: _R.p_novel = None, eps: _R.eps = None,
+    alpha: _R.alpha = None, D: _R.D = None, P: _R.P = None,
 ) -> None:
     """Train a model, writing checkpoints (dense early), metrics.jsonl and config.json."""
     from induction_toolkit.errors import ConfigError
     from induction_toolkit.training import TrainConfig, train as run_training
 
+    reddy_values = dict(K=K, N=N, L=L, B=B, p_bursty=p_bursty, p_novel=p_novel, eps=eps,
+                        alpha=alpha, D=D, P=P)
+    _reddy.check_not_given(task, reddy_values)
+    if task == "reddy":
+        if seeds is not None or ablate or clamp_pattern or wandb is not None:
+            # Reddy's network trains in its own SGD loop (induction_toolkit.reddy.train)
+            raise ConfigError("--seeds, --ablate, --clamp-pattern and --wandb do not apply to "
+                              "--task reddy yet")
+        return _reddy.train_reddy_cli(
+            preset=preset, steps=steps, out=out, resume=resume, lr=lr, weight_decay=weight_decay,
+            batch_size=batch_size, seed=seed, eval_every=eval_every or 500,
+            eval_every_given=eval_every is not None, device=device, quiet=quiet, values=reddy_values)
+    lr = 3e-3 if lr is None else lr
+    weight_decay = 0.01 if weight_decay is None else weight_decay
+    batch_size = 32 if batch_size is None else batch_size
+    eval_every = 10 if eval_every is None else eval_every
     if resume is None and out is None:
         raise ConfigError("pass --out RUN_DIR (or --resume RUN_DIR)")
     if resume is not None and out is not None and Path(out) != Path(resume):
