@@ -8,6 +8,7 @@ from . import weights as weights_cmd
 from . import train as train_cmd
 from . import dynamics as dynamics_cmd
 from . import reproduce as reproduce_cmd
+from .reproduce_musat import GreedyListCommand
 
 app = typer.Typer(
     name="induct",
@@ -23,7 +24,7 @@ app.command("score")(score.score)
 app.command("planted")(planted.planted)
 app.command("train")(train_cmd.train)
 app.command("dynamics")(dynamics_cmd.dynamics)
-app.command("reproduce")(reproduce_cmd.reproduce)
+app.command("reproduce", cls=GreedyListCommand)(reproduce_cmd.reproduce)
 app.command("compare")(compare.compare)
 app.command("report")(report.report)
 app.command("weights")(weights_cmd.weights)
