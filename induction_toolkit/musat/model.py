@@ -142,7 +142,9 @@ def to_hooked(w: MusatWeights, cfg: MusatConfig, device: str = "cpu") -> HookedT
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
         model = HookedTransformer(tl_cfg, move_to_device=False)
-    sd = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    params = dict(model.named_parameters())
+    # zero every weight and bias; buffers (the causal mask, IGNORE) keep their values
+    sd = {k: torch.zeros_like(v) if k in params else v for k, v in model.state_dict().items()}
     f = torch.float32
     sd["embed.W_E"][:, :d] = token_embedding(d, f)
     sd["pos_embed.W_pos"][:, d:d0] = torch.eye(n, dtype=f)
