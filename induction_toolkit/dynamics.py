@@ -282,6 +282,7 @@ class Dynamics:
     icl_windows: dict[str, list[int]] | None = None
     heads: list[HeadDynamics] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    musat_proxies: dict[str, Any] | None = None  # 2-layer runs: musat.proxies.proxy_dynamics
 
     @property
     def lag_steps(self) -> float | None:
@@ -310,6 +311,7 @@ class Dynamics:
             "eval_spacing": {"median_steps": float(np.median(np.diff(self.steps))),
                              "max_steps": float(np.max(np.diff(self.steps)))},
             "notes": list(self.notes),
+            "musat_proxies": self.musat_proxies,
         }
 
 
@@ -460,4 +462,7 @@ def run_dynamics(run_dir: str | Path, *, sigma: float = 1.0) -> Dynamics:
     rows = read_metrics(run_dir)
     dyn = analyse(rows, sigma=sigma, task=(config.get("task") or {}).get("name"))
     dyn.notes.extend(getattr(rows, "notes", []))
+    from .musat.proxies import proxy_dynamics
+
+    dyn.musat_proxies = proxy_dynamics(list(rows), run_dir)
     return dyn

@@ -167,3 +167,17 @@ def test_cli_reproduce_musat_bad_input(args, tmp_path):
     res = runner.invoke(app, ["reproduce", "musat", *args, "--out", str(tmp_path)])
     assert res.exit_code == 2
     assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_proxies_logged_per_evaluation_and_shown_by_dynamics(tmp_path):
+    from induction_toolkit.dynamics import run_dynamics
+    from induction_toolkit.run_dir import read_metrics
+    from induction_toolkit.training import TrainConfig, train
+
+    train(TrainConfig(preset="attn-only-2l", steps=6, eval_every=2, batch_size=4, device="cpu",
+                      model_overrides={"d_model": 32, "n_heads": 2}), out=tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
+    assert all(isinstance(r["alpha3_proxy"], float) for r in rows)
+    dyn = run_dynamics(tmp_path / "run").to_dict()["musat_proxies"]
+    assert dyn["source"] == "metrics" and dyn["steps"] == [r["step"] for r in rows]
+    assert dyn["gamma3_proxy"]["values"] == [r["gamma3_proxy"] for r in rows]

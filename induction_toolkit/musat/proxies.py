@@ -62,3 +62,58 @@ def musat_proxies(model: HookedTransformer) -> dict[str, float | list[int] | Non
     h = int(gamma.argmax())
     out["gamma3_proxy"], out["gamma3_head"] = float(gamma[h]), [1, h]
     return out
+
+
+def proxy_row(model: HookedTransformer) -> dict[str, float]:
+    """The three proxies as metrics-row fields; empty unless the model has exactly 2 layers."""
+    if model.cfg.n_layers != 2:
+        return {}
+    p = musat_proxies(model)
+    return {k: p[k] for k in PROXY_KEYS if p[k] is not None}
+
+
+def proxy_dynamics(rows: list[dict], run_dir=None, threshold: float = 0.5) -> dict | None:
+    """The proxies' series over a run and the step each first reaches ``threshold`` (and 0.1).
+
+    From the metrics rows when they carry the proxies (runs trained since issue 15), else computed
+    from the run's checkpoints (older runs). None when the run's model does not have 2 layers.
+    """
+    series = [(r["step"], {k: r[k] for k in PROXY_KEYS if r.get(k) is not None}) for r in rows]
+    series = [(s, v) for s, v in series if v]
+    source = "metrics"
+    if not series and run_dir is not None:
+        from ..checkpoints import load_model
+        from ..run_dir import list_checkpoints
+
+        source = "checkpoints"
+        for step, path in sorted(list_checkpoints(run_dir).items()):
+            row = proxy_row(load_model(path, device="cpu").model)
+            if not row:
+                return None
+            series.append((step, row))
+    if not series:
+        return None
+    from .emergence import crossing_step
+
+    steps = [s for s, _ in series]
+    out: dict = {"source": source, "steps": steps, "threshold": threshold}
+    for k in PROXY_KEYS:
+        vals = [v.get(k) for _, v in series]
+        if any(v is None for v in vals):
+            continue
+        out[k] = {"values": vals, "final": vals[-1],
+                  "step_at_threshold": crossing_step(steps, vals, threshold),
+                  "step_at_0.1": crossing_step(steps, vals, 0.1)}
+    return out
+
+
+def proxy_line(d: dict | None) -> str | None:
+    """One text line for ``induct dynamics``: each proxy's final value and threshold step."""
+    if not d:
+        return None
+    parts = []
+    for k, name in zip(PROXY_KEYS, ("α̃₃", "β̃₂", "γ̃₃")):
+        if k in d:
+            s = d[k]["step_at_threshold"]
+            parts.append(f"{name} {d[k]['final']:+.2f} (≥ {d['threshold']} at {'—' if s is None else f'{s:.0f}'})")
+    return f"Musat proxies ({d['source']}): " + ", ".join(parts) + "; docs/musat.md"

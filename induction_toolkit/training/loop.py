@@ -36,6 +36,7 @@ from ..run_dir import (CONFIG_FILENAME, checkpoint_path, create_run_dir, figures
 from ..tasks.base import TrainingTask
 from ..tasks.registry import make_task
 from .config import TrainConfig
+from ..musat.proxies import proxy_row
 from .evaluate import Evaluator
 from .schedule import checkpoint_steps, eval_steps
 from .state import ResumeState, TrainState, load_state, restore_rng, save_state
@@ -290,6 +291,7 @@ class _Run:
         row = {"step": step, "train_loss": train_loss, **self.evaluator(self.model),
                "lr": _lr_at(self.config, max(step - 1, 0)), "tokens": step * self.tokens_per_step,
                "elapsed_s": round(self.state.elapsed, 3)}
+        row.update(proxy_row(self.model))  # Musat's α̃₃ β̃₂ γ̃₃ (2-layer models only; docs/musat.md)
         self.state.best_pm = max(self.state.best_pm,
                                  max(max(r) for r in row["prefix_matching"]))
         self.metrics.append(row)
