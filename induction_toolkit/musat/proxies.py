@@ -1,4 +1,4 @@
-"""Weight-only proxies of Musat's three pseudo-parameters for any 2-layer model (science.md).
+"""Weight-only proxies of Musat's three pseudo-parameters for any 2-layer model (docs/science.md).
 
 For a ``HookedTransformer`` with ≥ 2 layers, with ``t`` the token embeddings (``W_E`` rows, the
 first ``MAX_TOKENS``), ``pᵢ`` the position embeddings (``W_pos`` rows) and every product taken as
@@ -12,7 +12,7 @@ a direct-path attention logit (divided by the layer's ``attn_scale``; LayerNorm 
   circuit's diagonal, ``tr(W_U W_O² W_V² T)/|T|``).
 
 Multi-head layers: the maximum over heads (over head pairs for ``β̃₂``), and the argmax head is
-returned too. Means, not the science.md sums, so the values do not scale with ``n_ctx`` or the
+returned too. Means, not the sums of docs/science.md, so the values do not scale with ``n_ctx`` or the
 vocabulary. On the disentangled model's export (``model.to_hooked``) they equal ``α₃, β₂, γ₃``
 exactly. Range: any real; 0 at zero init (chance has no fixed value for raw logits).
 """
