@@ -61,6 +61,10 @@ def dynamics(
                  f"heads); logistic fits R² score {_num(lag.r2_score_fit, '.3f')}, loss "
                  f"{_num(lag.r2_loss_fit, '.3f')}", style="bold", markup=False)
     stdout.print(f"ICL score: {dyn.icl_score_source}", style="dim", markup=False)
+    from induction_toolkit.musat.proxies import proxy_line
+
+    if (line := proxy_line(dyn.musat_proxies)) is not None:
+        stdout.print(line, markup=False)
     for p in written:
         stdout.print(f"figure: {p}", style="dim", markup=False)
     for note in dyn.notes:

@@ -11,6 +11,7 @@ from . import reproduce as reproduce_cmd
 from . import sweep as sweep_cmd
 from ._wandb import WandbCommand
 from . import stages as stages_cmd
+from .reproduce_musat import GreedyListCommand
 
 app = typer.Typer(
     name="induct",
@@ -26,7 +27,7 @@ app.command("score")(score.score)
 app.command("planted")(planted.planted)
 app.command("train", cls=WandbCommand)(train_cmd.train)
 app.command("dynamics")(dynamics_cmd.dynamics)
-app.command("reproduce")(reproduce_cmd.reproduce)
+app.command("reproduce", cls=GreedyListCommand)(reproduce_cmd.reproduce)
 app.command("compare")(compare.compare)
 app.command("report")(report.report)
 app.command("weights")(weights_cmd.weights)

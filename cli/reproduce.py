@@ -1,4 +1,4 @@
-"""``induct reproduce EXPERIMENT``: re-run a published result (``blog``, ``reddy``)."""
+"""``induct reproduce EXPERIMENT``: re-run a published result (``blog``, ``reddy``, ``musat``)."""
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -7,11 +7,11 @@ import typer
 
 from ._common import JsonFlag, print_json, stderr, stdout
 
-EXPERIMENTS = ("blog", "reddy")
+EXPERIMENTS = ("blog", "reddy", "musat")
 
 
 def reproduce(
-    experiment: Annotated[str, typer.Argument(help="Which result: blog or reddy.")],
+    experiment: Annotated[str, typer.Argument(help="Which result: blog, reddy or musat.")],
     more_seeds: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     seeds: Annotated[Optional[list[str]], typer.Option(help="Seeds, e.g. --seeds 0 1 2 (default 0 1 2).")] = None,
     quick: Annotated[bool, typer.Option(help="Scaled-down run: minutes on two CPU cores.")] = False,
@@ -20,9 +20,17 @@ def reproduce(
     inits: Annotated[str, typer.Option(help="Embedding inits to run, comma-separated: unit (N(0, 1), blog-4l's default), tl (TransformerLens' N(0, 0.8/√d_model)). Default both.")] = "unit,tl",
     json_out: JsonFlag = False,
     figures: Annotated[Optional[str], typer.Option(help="reddy: figures to reproduce, comma-separated (1d,2a,2b,2c,3,4,a5; default all).")] = None,
+    n_values: Annotated[Optional[list[str]], typer.Option("--N", help="musat: context sizes N, e.g. --N 4 8 16 32.")] = None,
+    threshold: Annotated[float, typer.Option(help="musat: emergence threshold of the pseudo-parameters (0.1 is also reported).")] = 0.5,
 ) -> None:
-    """Reproduce the blog experiment: 4-layer transformer on the copying task, 3 seeds, both inits, lag fits."""
+    """Reproduce a result. blog: 4-layer transformer on the copying task, 3 seeds, both inits, lag fits. reddy: Reddy (2023)'s figures (in-context vs in-weights classification). musat: the disentangled transformer's emergence time against N."""
     from induction_toolkit.errors import ConfigError
+
+    if experiment == "musat":
+        from .reproduce_musat import run_musat
+
+        return run_musat(n_values=n_values, seeds=(seeds or []) + (more_seeds or []), threshold=threshold,
+                         quick=quick, out=out, json_out=json_out)
 
     if experiment not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment '{experiment}'; choose one of: {', '.join(EXPERIMENTS)}")

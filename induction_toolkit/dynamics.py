@@ -283,6 +283,7 @@ class Dynamics:
     heads: list[HeadDynamics] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stages: dict[str, Any] | None = None  # the run's saved `induct stages` result, if any
+    musat_proxies: dict[str, Any] | None = None  # 2-layer runs: musat.proxies.proxy_dynamics
 
     @property
     def lag_steps(self) -> float | None:
@@ -312,6 +313,7 @@ class Dynamics:
                              "max_steps": float(np.max(np.diff(self.steps)))},
             "notes": list(self.notes),
             **({"stage_boundaries": self.stages["boundaries"]} if self.stages else {}),
+            "musat_proxies": self.musat_proxies,
         }
 
 
@@ -465,4 +467,7 @@ def run_dynamics(run_dir: str | Path, *, sigma: float = 1.0) -> Dynamics:
     from .run_dir import read_stages
 
     dyn.stages = read_stages(run_dir)
+    from .musat.proxies import proxy_dynamics
+
+    dyn.musat_proxies = proxy_dynamics(list(rows), run_dir)
     return dyn

@@ -37,6 +37,7 @@ from ..run_dir import (CONFIG_FILENAME, checkpoint_path, create_run_dir, figures
 from ..tasks.base import TrainingTask
 from ..tasks.registry import make_task
 from .config import TrainConfig
+from ..musat.proxies import proxy_row
 from .evaluate import Evaluator, non_finite_field
 from .interventions import TrainingInterventions
 from .schedule import checkpoint_steps, eval_steps
@@ -305,6 +306,7 @@ class _Run:
             where = f"step {self.last_good}" if self.last_good is not None else "none"
             raise NonFiniteLossError(f"loss became non-finite at step {step} ({bad} in the "
                                      f"evaluation); last good checkpoint: {where}")
+        row.update(proxy_row(self.model))  # Musat's α̃₃ β̃₂ γ̃₃ (2-layer models only; docs/musat.md)
         self.state.best_pm = max(self.state.best_pm,
                                  max(max(r) for r in row["prefix_matching"]))
         self.metrics.append(row)
