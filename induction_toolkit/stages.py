@@ -269,7 +269,7 @@ def run_stages(run_dir: str | Path, settings: SamplerSettings | None = None, *,
     ``progress(done, total, step)`` is called after each checkpoint.
     """
     from .checkpoints import load_model
-    from .run_dir import list_checkpoints, read_metrics
+    from .run_dir import list_checkpoints
 
     settings = settings or SamplerSettings()
     if sigma < 0:
@@ -282,6 +282,8 @@ def run_stages(run_dir: str | Path, settings: SamplerSettings | None = None, *,
         ckpts = {s: ckpts[s] for s in sorted(set(steps))}
     if len(ckpts) < 3:
         raise ConfigError(f"need at least 3 checkpoints for stages, {run_dir} has {len(ckpts)}")
+    run_notes: list[str] = []
+    phase = _phase_change(run_dir, run_notes)  # before sampling: a damaged run fails in seconds
     tokens = heldout_tokens(run_dir, settings.n_sequences, settings.data_seed)
     t0 = time.perf_counter()
     estimates = []
@@ -300,8 +302,7 @@ def run_stages(run_dir: str | Path, settings: SamplerSettings | None = None, *,
              f"boundaries: critical points of λ̂ smoothed over {sigma:g} checkpoints; resolution "
              "is the checkpoint spacing"]
     bad = [f"step {s}: {p}" for s, e in zip(step_list, estimates) for p in e.problems]
-    notes += [f"calibration: {b}" for b in bad]
-    phase = _phase_change(run_dir, read_metrics)
+    notes += [f"calibration: {b}" for b in bad] + run_notes
     stages = Stages(step_list, estimates, [float(x) for x in smoothed], boundaries, settings,
                     sigma, notes, phase, time.perf_counter() - t0)
     if phase and phase.get("start_step") is not None and not stages.in_phase_change():
@@ -321,14 +322,18 @@ def _nearest_checkpoints(steps: list[int], phase: dict[str, Any]) -> list[int]:
     return before + [s for s in steps if lo <= s <= hi] + after
 
 
-def _phase_change(run_dir, read_metrics) -> dict[str, Any] | None:
+def _phase_change(run_dir, notes: list[str]) -> dict[str, Any] | None:
     from .dynamics import run_dynamics
-    from .errors import InductionToolkitError
+    from .errors import InductionToolkitError, RunDirError
 
     try:
         d = run_dynamics(run_dir)
-    except InductionToolkitError:
+    except RunDirError:
+        raise  # a damaged run directory is an error, not a run without a phase change
+    except InductionToolkitError as exc:
+        notes.append(f"no phase-change window: {exc}")
         return None
+    notes.extend(d.notes)  # e.g. a torn last metrics line, left out
     return {"start_step": d.phase_start, "end_step": d.phase_end, "steepest_step": d.phase_peak,
             "induction_onset_step": d.induction_onset_step}
 

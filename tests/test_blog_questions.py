@@ -106,6 +106,7 @@ def test_killer_sweeps_train_each_base_run_once():
     assert dict(bq.sweeps_for("layer", seeds=(0, 1, 2))) == {"base": {"seed": [0, 1, 2]}}
 
 
+@pytest.mark.slow  # ~25 s: trains through the CLI
 def test_tiny_sweep_end_to_end(tmp_path):
     # 20 steps: far too short to form a head, so every answer must say so (not a crash, not zeros)
     res = bq.answer("killers", tmp_path, seeds=(0,), grid={"dropout": (0.5,)}, steps=20)

@@ -160,6 +160,7 @@ def test_fused_and_hooked_training_agree_and_window_applies():
         assert abs(on[3] - off[3]) > 1e-4  # step 4: the ablation changes the loss
 
 
+@pytest.mark.slow  # ~25 s: trains through the CLI
 def test_cli_stores_interventions_in_config(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "cli.main", "train", "--steps", "4",

@@ -84,7 +84,17 @@ COMMANDS = [
         targets=("config", "state"), run_at="blog/unit/seed_0"),
 ]
 # Subcommands that read no file a user passes in (only write one).
-READS_NO_FILES = {"planted"}
+# stages reads the run's config (its task), its checkpoints and its metrics (the phase-change window)
+COMMANDS.append(Cmd("stages", ("stages", "{run}", "--no-save", "--chains", "2", "--draws", "2",
+                               "--sequences", "8", "--batch-size", "4", "--max-checkpoints", "3"),
+                    slot="run", targets=("config", "checkpoint", "metrics"),
+                    tolerates=("torn-metrics",)))
+
+# sweep reads no file of a run it is handed: it trains its own grid under --out. What it does
+# with a run directory there that holds another config (refused, exit 2) or fails (reported
+# failed, the sweep goes on, exit 1) is tested in tests/test_sweep.py; --status on a directory
+# that is not a sweep is refused there too.
+READS_NO_FILES = {"planted", "sweep"}
 
 
 # --- the good files everything is spoiled from -------------------------------------------------

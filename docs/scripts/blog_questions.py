@@ -35,12 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", type=json.loads, default=None,
                     help='killers only: {"dropout": [0.3, 0.5], ...} (default: KILLER_GRID)')
     ap.add_argument("--workers", type=int, default=None, help="sweep processes (one thread each)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="training steps per run (default: the scale's; the published tables used 600)")
     ap.add_argument("--figures", action="store_true", help="copy the PNG into docs/figures/")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
         result = bq.answer(args.question, args.out, seeds=args.seeds, grid=args.grid,
-                           workers=args.workers, scale=args.scale, progress=not args.json)
+                           workers=args.workers, steps=args.steps, scale=args.scale, progress=not args.json)
     except InductionToolkitError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import CONFIG_NAME as HF_CONFIG_NAME  # Hugging Face's file, not a run's
 
 from ..errors import CheckpointError
 
@@ -68,11 +69,11 @@ def load_single_file(kind: str, state_dict: dict, path: Path, overrides: dict,
         if "n_heads" in overrides:
             setattr(hf_config, _HEADS[kind], int(overrides["n_heads"]))
         notes.append(f"Hugging Face {label} weights, config from the {path.parent.name}/"
-                     "config.json next to them")
+                     f"{HF_CONFIG_NAME} next to them")
         tokenizer = pretrained._local_tokenizer(path.parent)
     else:
         hf_config, assumed = _infer_config(kind, sd, inv_freq, overrides, where)
-        notes.append(f"Hugging Face {label} weights without a config.json: sizes read off the "
+        notes.append(f"Hugging Face {label} weights without a {HF_CONFIG_NAME}: sizes read off the "
                      "tensors" + (f"; assumed {assumed} (Hugging Face defaults; override with "
                                   "--config)" if assumed else ""))
     if base and kind != "gpt2":  # GPT-2 always ties them; for the others it is a guess
@@ -104,7 +105,7 @@ def _infer_config(kind: str, sd: dict, inv_freq: Any, overrides: dict, where: st
     import transformers
 
     prefix, _marker, cfg_cls, _model_cls, label = LAYOUTS[kind]
-    what = f"Hugging Face {label} weights without a config.json"
+    what = f"Hugging Face {label} weights without a {HF_CONFIG_NAME}"
 
     def need(key: str) -> tuple[int, ...]:
         if prefix + key not in sd and key not in sd:
@@ -165,7 +166,7 @@ def _infer_config(kind: str, sd: dict, inv_freq: Any, overrides: dict, where: st
     if heads is None:
         raise CheckpointError(f"{where}: {what} recognised ({len(layers)} layers, d_model={d}), "
                               "but the number of attention heads leaves no trace in its weights; "
-                              "pass --n-heads N, or put its config.json next to the file")
+                              f"pass --n-heads N, or put its {HF_CONFIG_NAME} next to the file")
     if d % int(heads) and kind != "llama":
         raise CheckpointError(f"{where}: {what}: d_model={d} is not divisible by {heads} heads")
     fields[_HEADS[kind]] = int(heads)
@@ -213,7 +214,7 @@ def _config_next_to(path: Path) -> Any:
         with pretrained.offline():
             config = AutoConfig.from_pretrained(str(path.parent), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path.parent}/config.json cannot be read by Hugging Face "
+        raise CheckpointError(f"{path.parent}/{HF_CONFIG_NAME} cannot be read by Hugging Face "
                               f"({pretrained._first_line(exc)})") from None
     return config
 

@@ -26,9 +26,15 @@ def _json_type_ok(value: Any, annotation: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if origin is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is Any:
+        return True
     if origin in (tuple, list):
-        return isinstance(value, (list, tuple)) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        if origin is tuple and len(args) > 1:  # tuple[float, float]: one type per place
+            return len(value) == len(args) and all(map(_json_type_ok, value, args))
+        return not args or all(_json_type_ok(v, args[0]) for v in value)
     if origin is dict:
         return isinstance(value, dict)
     return isinstance(value, origin) if isinstance(origin, type) else True
