@@ -141,7 +141,7 @@ def test_clamped_pattern_equals_target(target):
 
 def test_fused_and_hooked_training_agree_and_window_applies():
     """loss_fn="fast" (fused; hooked while an intervention is active) and "hooked" train the same
-    function; outside the window the run equals the control exactly."""
+    function; outside the window the run equals the control (to float rounding)."""
     ivs = [iv.to_dict() for iv in parse_interventions(["L0H1"], ["L1H2=induction"], from_step=4,
                                                        to_step=7, n_layers=2, n_heads=4)]
     losses = {}
@@ -156,7 +156,10 @@ def test_fused_and_hooked_training_agree_and_window_applies():
                                torch.tensor(losses["hooked", True]), rtol=0, atol=1e-5)
     for loss_fn in ("fast", "hooked"):
         on, off = losses[loss_fn, True], losses[loss_fn, False]
-        assert on[:3] == off[:3]  # steps 1–3: before the window, bit-identical
+        # steps 1–3, before the window: the same computation. Not asserted bit for bit: two runs in
+        # one process differ in the last bit now and then (5e-7 seen; CPU kernels' results can
+        # depend on buffer alignment), far below the window's effect asserted next.
+        torch.testing.assert_close(torch.tensor(on[:3]), torch.tensor(off[:3]), rtol=0, atol=1e-6)
         assert abs(on[3] - off[3]) > 1e-4  # step 4: the ablation changes the loss
 
 
