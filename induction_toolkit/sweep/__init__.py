@@ -31,8 +31,9 @@ Library API (the ``induct sweep`` command is a thin layer over it)::
   figures (:mod:`.figures`). See ``docs/howto/sweeps.md``.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "run_sweep": ".runner", "RunView": ".runner", "BACKENDS": ".runner",
@@ -47,16 +48,7 @@ __all__ = ["BACKENDS", "RunStatus", "RunView", "SweepPoint", "SweepResult", "Swe
            "sweep_status"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)
 
 
 if TYPE_CHECKING:

@@ -4,8 +4,9 @@ Names load on first use, so ``training.config`` (plain dataclasses) can be impor
 run-directory reader without pulling in torch and TransformerLens with the loop.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": ".config",
@@ -23,16 +24,7 @@ __all__ = ["LOSS_FNS", "METRICS_FILENAME", "NonFiniteLossError", "Progress", "Tr
            "hooked_loss", "read_metrics", "read_run_config", "train"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)
 
 
 if TYPE_CHECKING:
