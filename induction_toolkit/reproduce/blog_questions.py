@@ -46,7 +46,7 @@ PRE_ONSET_OFFSET = 100
 # base for dropout, two for weight decay (AdamW's decay per step is lr·wd: 1 and 10 shrink the
 # weights by e^-3 and e^-30 over the run without gradients) and learning rate (÷3 and ×10).
 KILLER_GRID: dict[str, tuple[float, ...]] = {
-    "dropout": (0.1, 0.3, 0.5),
+    "dropout": (0.1, 0.2, 0.3, 0.5),
     "weight_decay": (1.0, 10.0),
     "lr": (1e-3, 3e-2),
 }

@@ -274,7 +274,7 @@ def claims(by_fig: dict[str, list[RunResult]], pheno: dict[str, Any]) -> list[di
     if rs := by_fig.get("1d"):
         ic, sw, iw = _mean(rs, "ic_accuracy"), _mean(rs, "swapped_accuracy"), _mean(rs, "iw_accuracy")
         add("1d", "B=2, K=512: the network learns in context (IC and swapped accuracy → ≈1)",
-            f"final IC {ic:.2f}, swapped {sw:.2f}, IW {iw:.2f} (holds: IC and swapped ≥ 0.9)",
+            f"final IC {ic:.2f}, swapped {sw:.2f}, IW {iw:.2f} (criterion: IC and swapped ≥ 0.9)",
             ic >= 0.9 and sw >= 0.9)
     if rs := by_fig.get("2a"):
         ks = sorted({r.spec.params["K"] for r in rs})
@@ -303,14 +303,14 @@ def claims(by_fig: dict[str, list[RunResult]], pheno: dict[str, Any]) -> list[di
             iw = [_mean(a0, "iw_accuracy"), _mean(a1, "iw_accuracy")]
             add("2c", "Zipf α=1 gives both: IC stays high while IW rises above α=0's",
                 f"α=0→1: IC {ic[0]:.2f}→{ic[1]:.2f}, IW {iw[0]:.2f}→{iw[1]:.2f} "
-                "(holds: IW rises and IC at α=1 ≥ 0.5)", iw[1] > iw[0] and ic[1] >= 0.5)
+                "(criterion: IW rises and IC at α=1 ≥ 0.5)", iw[1] > iw[0] and ic[1] >= 0.5)
     if rs := by_fig.get("3"):
         net = _select(rs)
         widths = [transition_width(r.metrics) for r in net]
         ok = [w for w in widths if w]
         txt = "; ".join(f"IC 0.2→0.8 between steps {a} and {b}" for a, b in ok) or "IC never reached 0.8"
         add("3", "slow phase then an abrupt IC transition (p_C=0.8, B=1, K=256)",
-            txt + " (holds: the 0.2→0.8 rise takes < half the steps before it)",
+            txt + " (criterion: the 0.2→0.8 rise takes < half the steps before it)",
             bool(ok) and all(b - a < 0.5 * a for a, b in ok) and len(ok) == len(net))
     if rs := by_fig.get("4"):
         for kind, label in (("network", "network"), ("minimal", "minimal model"),
@@ -336,7 +336,7 @@ def claims(by_fig: dict[str, list[RunResult]], pheno: dict[str, Any]) -> list[di
                 + " before the transition, ILA1 and TILA2 jump at it",
                 "fraction of each measure's total rise done at 0.8·t50: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in m.items())
-                + " (holds: every slow one > every fast one)",
+                + " (criterion: every slow one > every fast one)",
                 all(np.isfinite(slow)) and all(np.isfinite(fast)) and min(slow) > max(fast))
     if rs := by_fig.get("a5"):
         eq = _select(rs, L=8)
@@ -345,7 +345,7 @@ def claims(by_fig: dict[str, list[RunResult]], pheno: dict[str, Any]) -> list[di
         f_gt = np.mean([r.final()["ic_accuracy"] >= 0.5 for r in gt]) if gt else math.nan
         add("a5", "L=N removes the slow phase: ICL is not robust (paper: 2 of 6 seeds) while L>N learns it",
             f"seeds reaching IC ≥ 0.5: L=N=8 {f_eq:.2f} (IC {_mean(eq, 'ic_accuracy'):.2f}), "
-            f"L=32 {f_gt:.2f} (IC {_mean(gt, 'ic_accuracy'):.2f}) (holds: L>N's fraction is higher)",
+            f"L=32 {f_gt:.2f} (IC {_mean(gt, 'ic_accuracy'):.2f}) (criterion: L>N's fraction is higher)",
             f_gt > f_eq)
     if pheno:
         add("Eq.10", "∂ℒ/∂ξ = −(L−N)/(L(2N+1)) at the origin; slow phase then a cliff",
