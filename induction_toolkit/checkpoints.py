@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save_bytes
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedRootModule, HookedTransformer, HookedTransformerConfig
 from transformers.utils import CONFIG_NAME as HF_CONFIG_NAME
 
 from . import __version__
@@ -72,7 +72,7 @@ _SAFE_GLOBALS = [
 class LoadedModel:
     """A model plus what its file said about how it was made."""
 
-    model: HookedTransformer
+    model: HookedRootModule  # a HookedTransformer, or a task's hookable network (Reddy's)
     path: str
     source: str  # toolkit | torch-config | state-dict | run | nanogpt | hf-file | hf | pretrained
     task: dict | None = None
