@@ -42,6 +42,9 @@ OMITTED = {
     "attention": "the pattern views draw token sequences; a Reddy network's attention is summarised "
                  "by its progress measures (ILA1, TILA2) in the dynamics figures of induct "
                  "reproduce reddy",
+    "dynamics": "the dynamics section reads the ICL score and token-sequence head scores of a token "
+                "run; a Reddy run's accuracies and progress measures are drawn by induct reproduce "
+                "reddy (docs/reddy.md)",
 }
 
 
