@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from jaxtyping import Float, Int
+
 from .causal.ablation import AblationMetrics
 from .causal.data import ModelInput, SequenceMetric
 from .errors import ConfigError
@@ -49,7 +52,8 @@ class CausalInputs:
     data: dict[str, Any]
     description: str
     notes: list[str] = field(default_factory=list)
-    ablation_inputs: ModelInput | None = None
+    # its own batch size: a task may ablate on more sequences than it patches on
+    ablation_inputs: Int[torch.Tensor, "rows pos"] | Float[torch.Tensor, "rows pos d_model"] | None = None
 
     def __post_init__(self) -> None:
         if self.ablation_inputs is None:
