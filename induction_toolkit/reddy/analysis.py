@@ -58,7 +58,7 @@ def load(path: str | Path, *, step: int | None = None, device: str | None = None
     if device not in (None, "cpu", "auto"):
         raise ConfigError("a reddy run is analysed on the CPU (the network is tiny); pass --device cpu")
     if config is not None and config != {}:
-        raise ConfigError("--config/--n-heads do not apply to a reddy run (its config.json says it all)")
+        raise ConfigError("--config/--n-heads do not apply to a reddy run (the run records its own network)")
     if dtype not in (None, "float32"):
         raise ConfigError("a reddy run is analysed in float32")
     model, task, train_config = load_reddy(path, step)
