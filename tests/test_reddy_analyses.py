@@ -86,6 +86,47 @@ def test_patching_the_layer2_head_restores_the_clean_label(run):
     assert out["data"]["task"] == "reddy"
 
 
+def test_patched_metric_matches_a_manual_hooked_patch(run):
+    from induction_toolkit.reddy.analysis import causal_inputs
+
+    model, task, _ = load_reddy(run)
+    out = run_json("patch", run, "--batch", 40, "--seed", 3)
+    inputs = causal_inputs(task, batch=40, seed=3)
+    ic = task.eval_set("ic", 40, seed=3)
+    _, cache = model.run_with_cache(inputs.clean, names_filter="blocks.1.attn.hook_z")
+    put_back = [("blocks.1.attn.hook_z", lambda z, hook: cache["blocks.1.attn.hook_z"])]
+    with torch.no_grad(), model.hooks(fwd_hooks=put_back):
+        logits = model(inputs.corrupted)
+    manual = logits.log_softmax(-1).gather(1, ic.target[:, None]).mean().item()
+    patched = next(h["patched_metric"] for h in out["heads"] if h["label"] == "L1H0")
+    assert patched == pytest.approx(manual, abs=1e-4)
+
+
+def test_relabelled_context_keeps_items_and_gives_every_class_another_label():
+    task = ReddyConfig(**DATA).build(0)
+    ic = task.eval_set("ic", 50, seed=1)
+    bad = task.relabeled(ic, seed=2)
+    P = DATA["P"]
+    assert torch.equal(bad.inputs[:, 0::2], ic.inputs[:, 0::2])  # items and the target untouched
+    assert torch.equal(bad.inputs[:, :, :P], ic.inputs[:, :, :P])  # positions untouched
+    assert (bad.context_labels != ic.context_labels).all()
+    assert (bad.target != ic.target).all()
+    for r in range(50):  # the same set of labels, shown with other classes
+        assert sorted(bad.context_labels[r].tolist()) == sorted(ic.context_labels[r].tolist())
+    assert torch.allclose(bad.inputs[:, 1:-1:2, P:], task.label_vectors[bad.context_labels])
+
+
+def test_network_starts_at_a_cached_layer_like_a_hooked_transformer():
+    from induction_toolkit.reddy.network import ReddyNetwork
+
+    c = ReddyConfig(**DATA)
+    net = ReddyNetwork(c.d_model, c.seq_len, c.L, hidden=16, seed=0)
+    x = c.build(0).eval_set("ic", 8, seed=0).inputs
+    logits, cache = net.run_with_cache(x)
+    assert torch.allclose(net(cache["blocks.1.hook_resid_pre"], start_at_layer=1), logits, atol=1e-6)
+    assert net(x, return_type=None) is None
+
+
 def test_path_patching_runs_on_a_reddy_run(run):
     out = run_json("patch", run, "--batch", 50, "--path", "L0H0:L1H0")
     assert {x["input"] for x in out["inputs"]} == {"q", "k", "v"}

@@ -22,6 +22,7 @@ stream, never the run's evaluation seed):
 - **scores**: :func:`induction_toolkit.reddy.progress.head_scores` on the IC set.
 """
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ def causal_inputs(task: ReddyTask, *, batch: int, seed: int) -> CausalInputs:
     metrics = {"logprob": LabelMetric(ic.target, everything, "logprob", "ic_label_logprob"),
                "logit": LabelMetric(ic.target, everything, "logit", "ic_label_logit")}
     data = {"task": "reddy", "set": "ic", "batch": batch, "seed": seed, "n_tokens": c.seq_len,
+            "chance_logprob": -math.log(c.L),  # a uniform prediction over the L labels
             "corrupted": "the same sequences with the context labels permuted among its classes "
                          "(none keeps its own)"}
     notes = ["reddy run: --seq-len and --repeats do not apply (a sequence is the task's "
