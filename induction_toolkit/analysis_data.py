@@ -41,8 +41,9 @@ class CausalInputs:
     what the circuit reads, so patching a head from clean into corrupted measures what it carries.
     ``ablation``: the ablation metrics, measured on ``ablation_inputs`` (``clean`` unless the task
     ablates on more sets than it patches on). ``metrics``: the patching metric of each
-    ``--metric`` kind. ``data``: the ``--json`` ``data`` block; ``description``: one sentence for
-    reports; ``notes``: choices worth printing.
+    ``--metric`` kind. ``data``: the ``--json`` ``data`` block; ``description``: the patching pair in
+    one sentence, for reports (``ablation_description``: the ablation inputs, when they differ);
+    ``notes``: choices worth printing.
     """
 
     clean: ModelInput
@@ -54,10 +55,13 @@ class CausalInputs:
     notes: list[str] = field(default_factory=list)
     # its own batch size: a task may ablate on more sequences than it patches on
     ablation_inputs: Int[torch.Tensor, "rows pos"] | Float[torch.Tensor, "rows pos d_model"] | None = None
+    ablation_description: str | None = None
 
     def __post_init__(self) -> None:
         if self.ablation_inputs is None:
             self.ablation_inputs = self.clean
+        if self.ablation_description is None:
+            self.ablation_description = self.description
 
     def metric_of(self, kind: str) -> SequenceMetric:
         """The patching metric ``kind`` (``logprob`` or ``logit``)."""

@@ -73,6 +73,7 @@ class CausalEvidence:
     patching: Any  # causal.PatchingResult
     path: PathChoice
     description: str = ""  # what the prompts are (analysis_data.CausalInputs.description)
+    ablation_description: str = ""  # what the ablation ran on, when it differs
 
 
 @dataclass
@@ -254,8 +255,10 @@ def _causal(loaded, data, roles: dict[str, Head], options: ReportOptions,
     from .causal import ablate_heads_on, patch_heads, path_patch
 
     model = loaded.model
-    inputs = data.causal(seq_len=options.seq_len, repeats=2, batch=options.causal_batch,
-                         seed=options.seed)
+    # a task's own sets (one label per sequence) are cheap and their accuracies need more than
+    # causal_batch sequences: they get the scoring batch
+    inputs = data.causal(seq_len=options.seq_len, repeats=2, seed=options.seed,
+                         batch=options.causal_batch if data.task == "tokens" else options.batch)
     metric = inputs.metric_of("logprob")
     ablation = ablate_heads_on(model, inputs.ablation_inputs, inputs.ablation, method="zero",
                                seed=options.seed)
@@ -268,7 +271,8 @@ def _causal(loaded, data, roles: dict[str, Head], options: ReportOptions,
     notes.extend(f"causal: {n}" for n in inputs.notes + ablation.notes + patching.notes)
     return CausalEvidence(int(inputs.clean.shape[1]) if data.task != "tokens" else inputs.data["seq_len"],
                           int(inputs.clean.shape[0]), type(metric).__name__, ablation, patching, path,
-                          description=inputs.description)
+                          description=inputs.description,
+                          ablation_description=inputs.ablation_description)
 
 
 def _weights(model, roles: dict[str, Head], notes: list[str], basis: Any = None) -> WeightChoice:

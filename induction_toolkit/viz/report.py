@@ -200,7 +200,7 @@ def causal_section(report: "Report") -> ReportSection:
                           + ", ".join(f"{r['label']} {_num(r[k], '.3f')}" for r in d["heads"])
                           for k, v in ablation.baseline_extra.items())
         intro = (f"{html.escape(loss)} (needs the context) and {html.escape(control)} (a control) on "
-                 f"{html.escape(c.description)}. Baseline: {html.escape(loss)} "
+                 f"{html.escape(c.ablation_description or c.description)}. Baseline: {html.escape(loss)} "
                  f"{_num(ablation.baseline_loss, '.3f')}, {html.escape(control)} "
                  f"{_num(ablation.baseline_first_half_loss, '.3f')}. Unablated → ablated: "
                  f"{html.escape(extra)}.")
