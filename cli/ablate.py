@@ -35,9 +35,8 @@ def ablate(
     if method not in ABLATION_METHODS:
         raise ConfigError(f"--method must be one of {', '.join(ABLATION_METHODS)}, got '{method}'")
     loaded, inputs, notes = load_for_causal(path, config=model_config(config, n_heads), step=step,
-                                                device=device,
-                                                seq_len=seq_len, repeats=repeats, batch=batch,
-                                                seed=seed)
+                                            device=device, seq_len=seq_len, repeats=repeats,
+                                            batch=batch, seed=seed)
     cfg = loaded.model.cfg
     chosen = parse_heads(heads, cfg.n_layers, cfg.n_heads) if heads is not None else None
     n = len(chosen) + 1 if chosen else cfg.n_layers * cfg.n_heads

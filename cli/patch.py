@@ -45,9 +45,9 @@ def patch(
     if top < 1:
         raise ConfigError(f"--top must be ≥ 1, got {top}")
     loaded, pair, notes = load_for_causal(path, config=model_config(config, n_heads), step=step,
-                                                device=device,
-                                                seq_len=seq_len, repeats=repeats, batch=batch,
-                                                seed=seed)
+                                          device=device, seq_len=seq_len, repeats=repeats,
+                                          batch=batch, seed=seed)
+    notes = notes + pair.patch_notes
     model, cfg = loaded.model, loaded.model.cfg
     fn = pair.metric_of(metric)
     info = model_info(loaded, path)

@@ -43,7 +43,7 @@ class CausalInputs:
     ablates on more sets than it patches on). ``metrics``: the patching metric of each
     ``--metric`` kind. ``data``: the ``--json`` ``data`` block; ``description``: the patching pair in
     one sentence, for reports (``ablation_description``: the ablation inputs, when they differ);
-    ``notes``: choices worth printing.
+    ``notes``: choices worth printing (``patch_notes``: those about the patching pair only).
     """
 
     clean: ModelInput
@@ -56,6 +56,7 @@ class CausalInputs:
     # its own batch size: a task may ablate on more sequences than it patches on
     ablation_inputs: Int[torch.Tensor, "rows pos"] | Float[torch.Tensor, "rows pos d_model"] | None = None
     ablation_description: str | None = None
+    patch_notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.ablation_inputs is None:

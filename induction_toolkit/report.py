@@ -268,7 +268,8 @@ def _causal(loaded, data, roles: dict[str, Head], options: ReportOptions,
     if path.sender[0] < path.receiver[0]:
         path.result = path_patch(model, inputs.clean, inputs.corrupted, metric, path.sender,
                                  path.receiver, direction="noising")
-    notes.extend(f"causal: {n}" for n in inputs.notes + ablation.notes + patching.notes)
+    notes.extend(f"causal: {n}" for n in inputs.notes + inputs.patch_notes + ablation.notes
+                 + patching.notes)
     return CausalEvidence(int(inputs.clean.shape[1]) if data.task != "tokens" else inputs.data["seq_len"],
                           int(inputs.clean.shape[0]), type(metric).__name__, ablation, patching, path,
                           description=inputs.description,

@@ -159,6 +159,13 @@ def test_score_names_the_heads(run):
     assert out["previous_token_head"] == "L0H0" and out["induction_head"] == "L1H0"
 
 
+def test_a_reddy_checkpoint_file_points_to_its_run_directory(run):
+    ckpt = sorted((run / "checkpoints").iterdir())[-1]
+    for command in ("ablate", "compare"):
+        result = invoke(command, ckpt)
+        assert result.exit_code == 2 and "run directory" in result.stderr, result.output
+
+
 @pytest.mark.parametrize("args", [["ablate", "--heads", "L5H0"], ["patch", "--path", "L0H0:L5H0"],
                                   ["ablate", "--device", "cuda"], ["weights", "--n-heads", "2"]])
 def test_bad_input_on_a_reddy_run_is_one_line_and_exit_2(run, args):

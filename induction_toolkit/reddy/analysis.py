@@ -101,16 +101,16 @@ def causal_inputs(task: ReddyTask, *, batch: int, seed: int) -> CausalInputs:
             "corrupted": "the same sequences with the context labels permuted among its classes "
                          "(none keeps its own)"}
     notes = ["reddy run: --seq-len and --repeats do not apply (a sequence is the task's "
-             f"2N+1 = {c.seq_len} vectors); sets of {batch} sequences drawn from seed {seed}",
-             "reddy patching pair: only the label tokens differ, so a previous-token head's output "
-             "is nearly the same in both runs and path patching from it measures ≈ 0 by "
-             "construction; ablation shows whether it is needed"]
+             f"2N+1 = {c.seq_len} vectors); sets of {batch} sequences drawn from seed {seed}"]
+    patch_notes = ["reddy patching pair: only the label tokens differ, so a previous-token head's "
+                   "output is nearly the same in both runs and path patching from it measures ≈ 0 "
+                   "by construction; ablation shows whether it is needed"]
     return CausalInputs(ic.inputs, corrupted.inputs, ablation, metrics, data,
                         f"{batch} in-context sequences of {c.N} item–label pairs and a target "
                         "(novel classes); corrupted: their context labels permuted", notes,
                         ablation_inputs=inputs,
                         ablation_description=f"{batch} sequences of each of the in-context (IC), "
-                        "in-weights (IW) and swapped-label sets")
+                        "in-weights (IW) and swapped-label sets", patch_notes=patch_notes)
 
 
 def weight_basis(task: ReddyTask):

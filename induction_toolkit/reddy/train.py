@@ -26,6 +26,7 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write_bytes
+from ..checkpoints import META_FORMAT, REDDY_FORMAT_NAME
 from ..errors import ConfigError, NonFiniteLossError, RunDirError
 from ..run_dir import (checkpoint_path, create_run_dir, list_checkpoints, read_run_config,
                        write_metrics)
@@ -202,7 +203,7 @@ def _save(model: ReddyNetwork, path: Path, step: int) -> None:
     from safetensors.torch import save as st_save_bytes
 
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"format": "induction-toolkit-reddy", "step": str(step),
+    meta = {META_FORMAT: REDDY_FORMAT_NAME, "step": str(step),
             "model": json.dumps(_model_settings(model))}
     atomic_write_bytes(path, st_save_bytes(tensors, metadata=meta))
 
