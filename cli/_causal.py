@@ -9,9 +9,12 @@ from ._common import stderr
 
 def load_for_causal(path: str, *, config: Optional[Path | dict], step: Optional[int], device: Optional[str],
                     seq_len: int, repeats: int, batch: int, seed: int):
-    """(loaded model, task, prompt pair, notes), with option errors raised before any work."""
-    from induction_toolkit.causal import causal_task, make_prompt_pair
-    from induction_toolkit.checkpoints import load_model
+    """(loaded model, causal inputs, notes), with option errors raised before any work.
+
+    The inputs come from the run's task (``induction_toolkit.analysis_data``): repeated tokens for a
+    token model, the task's own sets for a run like Reddy's.
+    """
+    from induction_toolkit.analysis_data import analysis_data
     from induction_toolkit.errors import ConfigError
 
     if batch < 1:
@@ -20,11 +23,9 @@ def load_for_causal(path: str, *, config: Optional[Path | dict], step: Optional[
         raise ConfigError(f"--repeats must be ≥ 2, got {repeats}")
     if seq_len < 2:
         raise ConfigError(f"--seq-len must be ≥ 2, got {seq_len}")
-    loaded = load_model(path, config=config, device=device, step=step)
-    task, notes = causal_task(loaded.model, seq_len=seq_len, repeats=repeats,
-                              bos_token_id=loaded.bos_token_id, exclude=loaded.special_token_ids)
-    pair = make_prompt_pair(task, batch, seed=seed)
-    return loaded, task, pair, loaded.notes + notes
+    data = analysis_data(path, config=config, device=device, step=step)
+    inputs = data.causal(seq_len=seq_len, repeats=repeats, batch=batch, seed=seed)
+    return data.loaded, inputs, data.loaded.notes + inputs.notes
 
 
 def model_info(loaded, path: str) -> dict:

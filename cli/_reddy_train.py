@@ -77,32 +77,3 @@ def train_reddy_cli(*, preset: str, steps: int, out: Optional[Path], resume: Opt
                  markup=False)
     stdout.print(f"next: induct score {out}", style="dim")
 
-
-def score_reddy_run(path: Path, *, step: Optional[int], batch: int, seed: int, json_out: bool) -> None:
-    """``induct score`` on a reddy run: each head's previous-token and induction score on IC sequences."""
-    from rich.table import Table
-
-    from induction_toolkit.reddy.progress import head_scores
-    from induction_toolkit.reddy.train import load_reddy
-
-    from ._common import print_json
-
-    model, task, _ = load_reddy(path, step)
-    result = head_scores(model, task.eval_set("ic", batch, seed=seed))
-    c = task.config
-    seq = 2 * c.N + 1
-    result["chance"] = {"previous_token": sum(1 / (i + 1) for i in range(1, seq)) / (seq - 1),
-                        "induction": max(c.B, 1) / seq}
-    if json_out:
-        print_json({"model": {"name": "reddy", "path": str(path), "step": step}, **result})
-        return
-    table = Table(title=f"reddy · {path}")
-    for col in ("head", "previous-token", "induction"):
-        table.add_column(col)
-    for r in result["heads"]:
-        table.add_row(r["head"], f"{r['previous_token']:.3f}", f"{r['induction']:.3f}")
-    stdout.print(table)
-    stdout.print(f"previous-token head {result['previous_token_head']}, induction head "
-                 f"{result['induction_head']} (uniform attention: previous-token "
-                 f"{result['chance']['previous_token']:.3f}, induction {result['chance']['induction']:.3f}; "
-                 f"on {batch} novel-class sequences)", markup=False)

@@ -44,10 +44,10 @@ def patch(
     check_direction(direction)
     if top < 1:
         raise ConfigError(f"--top must be ≥ 1, got {top}")
-    loaded, task, pair, notes = load_for_causal(path, config=model_config(config, n_heads), step=step,
-                                                device=device,
-                                                seq_len=seq_len, repeats=repeats, batch=batch,
-                                                seed=seed)
+    loaded, pair, notes = load_for_causal(path, config=model_config(config, n_heads), step=step,
+                                          device=device, seq_len=seq_len, repeats=repeats,
+                                          batch=batch, seed=seed)
+    notes = notes + pair.patch_notes
     model, cfg = loaded.model, loaded.model.cfg
     fn = pair.metric_of(metric)
     info = model_info(loaded, path)
@@ -56,7 +56,7 @@ def patch(
         sender, receiver = parse_path(path_spec, cfg.n_layers, cfg.n_heads)
         result = path_patch(model, pair.clean, pair.corrupted, fn, sender, receiver,
                             direction=direction)
-        result.data, result.notes[:0] = {**pair.data_dict(), **result.data}, notes
+        result.data, result.notes[:0] = {**pair.data, **result.data}, notes
         if json_out:
             print_json({"model": info, **result.to_dict()})
             return
@@ -74,7 +74,7 @@ def patch(
         else:
             result = attribute_heads(model, pair.clean, pair.corrupted, fn,
                                      by_position=by_position, direction=direction)
-        result.data, result.notes[:0] = {**pair.data_dict(), **result.data}, notes
+        result.data, result.notes[:0] = {**pair.data, **result.data}, notes
         if json_out:
             print_json({"model": info, **result.to_dict()})
             return

@@ -27,19 +27,17 @@ def score(
     Segment lengths vary per sequence (--seq-len/2 to --seq-len); "—" marks a value that cannot be
     computed (named in the notes).
     """
-    from induction_toolkit.reddy.train import is_reddy_run
-
-    if is_reddy_run(path):  # continuous inputs: the task supplies its own scoring sequences
-        from ._reddy_train import score_reddy_run
-
-        return score_reddy_run(path, step=step, batch=batch, seed=seed, json_out=json_out)
-    from induction_toolkit.checkpoints import load_model
+    from induction_toolkit.analysis_data import analysis_data
     from induction_toolkit.models import config_summary
     from induction_toolkit.batching import score_fitting
     from induction_toolkit.scores import finite, fmt_score, scoring_task
 
     check_scoring_options(seq_len, repeats, batch)
-    loaded = load_model(path, config=model_config(config, n_heads), device=device, step=step, dtype=dtype)
+    data = analysis_data(path, config=model_config(config, n_heads), device=device, step=step, dtype=dtype)
+    if data.task_scores is not None:  # continuous inputs: the task scores its heads on its own sequences
+        return _print_task_scores(data.task_scores(batch, seed), name=data.task, path=path, step=step,
+                                  batch=batch, json_out=json_out)
+    loaded = data.loaded
     task, notes = scoring_task(loaded.model, seq_len=seq_len, repeats=repeats,
                                bos_token_id=loaded.bos_token_id,
                                exclude=loaded.special_token_ids)
@@ -60,3 +58,22 @@ def score(
     stdout.print(result.verdict(), style="bold")
     for note in result.notes:
         stdout.print(f"note: {note}", style="dim", markup=False)
+
+
+def _print_task_scores(result: dict, *, name: str, path: str, step: Optional[int], batch: int, json_out: bool) -> None:
+    """A task's own per-head scores (``AnalysisData.task_scores``: Reddy's on its in-context set)."""
+    from rich.table import Table
+
+    if json_out:
+        print_json({"model": {"name": name, "path": str(path), "step": step}, **result})
+        return
+    table = Table(title=f"{name} · {path}")
+    for col in ("head", "previous-token", "induction"):
+        table.add_column(col)
+    for r in result["heads"]:
+        table.add_row(r["head"], f"{r['previous_token']:.3f}", f"{r['induction']:.3f}")
+    stdout.print(table)
+    stdout.print(f"previous-token head {result['previous_token_head']}, induction head "
+                 f"{result['induction_head']} (uniform attention: previous-token "
+                 f"{result['chance']['previous_token']:.3f}, induction {result['chance']['induction']:.3f}; "
+                 f"on {batch} novel-class sequences)", markup=False)

@@ -27,8 +27,8 @@ def weights(
     """Per head: QK circuit in token/position bases (sub-diagonal score), OV eigen score, Q/K/V composition."""
     from rich.progress import Progress
 
+    from induction_toolkit.analysis_data import analysis_data
     from induction_toolkit.atomic import atomic_write_text
-    from induction_toolkit.checkpoints import load_model
     from induction_toolkit.errors import ConfigError
     from induction_toolkit.models import config_summary
     from induction_toolkit.weights import analyze_weights
@@ -38,7 +38,9 @@ def weights(
         raise ConfigError(f"--top must be ≥ 0, got {top}")
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    loaded = load_model(path, config=model_config(config, n_heads), device=device or "cpu", step=step)
+    # a task with vector inputs (Reddy's) supplies the basis token/position blocks are read in
+    data = analysis_data(path, config=model_config(config, n_heads), device=device or "cpu", step=step)
+    loaded = data.loaded
     with Progress(console=stderr, transient=True, disable=json_out) as bar:
         task = bar.add_task("reading weights", total=None)
 
@@ -47,7 +49,7 @@ def weights(
 
         result = analyze_weights(loaded.model, max_tokens=max_tokens, max_positions=max_positions,
                                  partners=partners, baseline_samples=baseline_samples, seed=seed,
-                                 progress=tick)
+                                 progress=tick, basis=data.basis)
         result.notes[:0] = loaded.notes
         model_info = {**config_summary(loaded.model.cfg), "path": str(path), "source": loaded.source,
                       "step": loaded.step}

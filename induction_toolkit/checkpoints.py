@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save_bytes
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedRootModule, HookedTransformer, HookedTransformerConfig
 from transformers.utils import CONFIG_NAME as HF_CONFIG_NAME
 
 from . import __version__
@@ -41,6 +41,7 @@ from .run_dir import CHECKPOINT_DIR, is_run_dir, run_checkpoint
 from .run_dir import list_checkpoints  # noqa: F401  (re-exported for older callers)
 
 FORMAT_NAME = "induction-toolkit"
+REDDY_FORMAT_NAME = "induction-toolkit-reddy"  # Reddy's network (reddy/train.py writes it)
 FORMAT_VERSION = "1"
 META_FORMAT = "format"
 META_FORMAT_VERSION = "format_version"
@@ -72,7 +73,7 @@ _SAFE_GLOBALS = [
 class LoadedModel:
     """A model plus what its file said about how it was made."""
 
-    model: HookedTransformer
+    model: HookedRootModule  # a HookedTransformer, or a task's hookable network (Reddy's)
     path: str
     source: str  # toolkit | torch-config | state-dict | run | nanogpt | hf-file | hf | pretrained
     task: dict | None = None
@@ -225,6 +226,10 @@ def _load_safetensors(p: Path, overrides: dict, device: str | None) -> LoadedMod
         raise CheckpointError(f"{p} is a damaged or truncated safetensors file ({_first_line(exc)});"
                               " re-save it or pick another checkpoint") from None
     meta = header.get("__metadata__") or {}
+    if meta.get(META_FORMAT) == REDDY_FORMAT_NAME:  # its data world lives in the run's config
+        raise CheckpointError(f"{p} is a checkpoint of Reddy's network (vector inputs, one label per "
+                              "sequence): pass its run directory to induct score, ablate, patch, "
+                              "weights or report (docs/reddy.md); other commands read token models")
     if meta.get(META_FORMAT) != FORMAT_NAME:
         from .checkpoint_formats import load_foreign
 

@@ -72,7 +72,7 @@ _REQUIRED: dict[str, Any] = {
 }
 
 
-def unsupported_reason(model: HookedTransformer) -> str | None:
+def unsupported_reason(model: Any) -> str | None:
     """Why ``model`` cannot take the fused forward, or ``None`` when it can."""
     if not isinstance(model, HookedTransformer):
         return f"{type(model).__name__} is not a HookedTransformer"

@@ -11,6 +11,11 @@ Choices the report makes, and why (recorded in :class:`PathChoice` / :class:`Wei
 - path patching: from the top previous-token head to the top induction head (by prefix-matching),
   noising, when the sender sits in an earlier layer (a path needs one); otherwise the reason;
 - weight block views: the top previous-token head, then the top induction head (causal order).
+
+What the analyses run on comes from the run's task (:mod:`induction_toolkit.analysis_data`): for a
+run whose inputs are not token ids (Reddy's) the task supplies the ablation sets, the patching pair,
+the weight basis and its own head scores, and the token-only sections (scores, attention) are
+listed in ``omitted`` with why.
 """
 
 from collections.abc import Callable
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .causal.heads import parse_head
 from .errors import InductionToolkitError
 from .patterns import AttentionPatterns, attention_patterns, default_tokens, select_heads
 from .scores import HeadScores, head_label
@@ -60,12 +66,14 @@ class PathChoice:
 class CausalEvidence:
     """Zero-ablation and denoising patching of every head, and one path, on one set of prompts."""
 
-    seq_len: int  # random tokens per copy (two copies)
+    seq_len: int  # random tokens per copy (two copies); the task's sequence length otherwise
     n_sequences: int
     metric_kind: str  # the metric's class name, e.g. NextTokenLogProb
     ablation: Any  # causal.AblationResult
     patching: Any  # causal.PatchingResult
     path: PathChoice
+    description: str = ""  # what the prompts are (analysis_data.CausalInputs.description)
+    ablation_description: str = ""  # what the ablation ran on, when it differs
 
 
 @dataclass
@@ -82,7 +90,7 @@ class Report:
 
     loaded: Any  # checkpoints.LoadedModel
     options: ReportOptions
-    scores: HeadScores
+    scores: HeadScores | None  # None when the task scores its heads itself (see omitted)
     attention: list[AttentionPatterns]
     causal: CausalEvidence | None = None
     weights: WeightChoice | None = None
@@ -107,7 +115,8 @@ class Report:
     @property
     def sections(self) -> list[str]:
         """Keys of the sections present, in order."""
-        present = {"causal": self.causal, "weights": self.weights, "dynamics": self.dynamics}
+        present = {"scores": self.scores, "attention": self.attention or None, "causal": self.causal,
+                   "weights": self.weights, "dynamics": self.dynamics}
         return [k for k in SECTION_KEYS if present.get(k, True) is not None]
 
     @property
@@ -144,38 +153,54 @@ def build_report(model_or_run: Any, *, options: ReportOptions | None = None,
     A path to a run directory adds its training dynamics; pass ``run_dir`` with a loaded model to
     do the same. ``on_section(key)`` is called before each costly step (for progress display).
     """
+    from .analysis_data import AnalysisData, analysis_data, token_causal_inputs
     from .run_dir import is_run_dir
 
     if isinstance(model_or_run, (str, Path)):
-        from .checkpoints import load_model
-
-        loaded = load_model(model_or_run, config=config, device=device, step=step)
+        data = analysis_data(model_or_run, config=config, device=device, step=step)
+        loaded = data.loaded
         if run_dir is None and is_run_dir(model_or_run):
             run_dir = model_or_run
-    elif hasattr(model_or_run, "model"):  # a checkpoints.LoadedModel
-        loaded = model_or_run
-    else:  # a bare HookedTransformer: nothing is known about how it was made
-        from .checkpoints import LoadedModel
+    else:
+        if hasattr(model_or_run, "model"):  # a checkpoints.LoadedModel
+            loaded = model_or_run
+        else:  # a bare HookedTransformer: nothing is known about how it was made
+            from .checkpoints import LoadedModel
 
-        loaded = LoadedModel(model_or_run, path="(in memory)", source="in-memory")
+            loaded = LoadedModel(model_or_run, path="(in memory)", source="in-memory")
+        data = AnalysisData(loaded, "tokens", lambda **kw: token_causal_inputs(loaded, **kw))
     options = options or ReportOptions()
     progress = on_section or (lambda key: None)
 
     progress("scoring")
-    scores, notes = _scores(loaded, options)
+    if data.task_scores is None:
+        scores, notes = _scores(loaded, options)
+        roles = _roles(scores)
+    else:  # the task scores its own heads; the token-only sections say why they are absent
+        scores, notes = None, list(loaded.notes)
+        task_scores = data.task_scores(options.batch, options.seed)
+        roles = {kind: parse_head(task_scores[f"{kind}_head"], loaded.model.cfg.n_layers,
+                                  loaded.model.cfg.n_heads) for kind in ("previous_token", "induction")}
+        notes.append("scores ({}): ".format(data.task) + "; ".join(
+            f"{h['head']} previous-token {h['previous_token']:.3f}, induction {h['induction']:.3f}"
+            for h in task_scores["heads"]) + " (uniform attention: previous-token "
+            f"{task_scores['chance']['previous_token']:.3f}, induction "
+            f"{task_scores['chance']['induction']:.3f})")
     report = Report(loaded, options, scores, [], run_dir=Path(run_dir) if run_dir else None,
-                    notes=notes)
+                    notes=notes, omitted=dict(data.omitted))
     progress("attention")
-    report.attention = _attention(loaded, scores, options)
+    if scores is not None:
+        report.attention = _attention(loaded, scores, options)
     progress("causal")
-    report.causal = _causal(loaded, scores, options, report.notes)
+    report.causal = _causal(loaded, data, roles, options, report.notes)
     progress("weights")
-    report.weights = _weights(loaded.model, scores, report.notes)
+    report.weights = _weights(loaded.model, roles, report.notes, data.basis)
     progress("dynamics")
-    try:
-        report.metrics, report.dynamics = _dynamics(report.run_dir, report.notes)
-    except SectionSkipped as exc:
-        report.omitted["dynamics"] = str(exc)
+    if "dynamics" not in report.omitted:
+        try:
+            report.metrics, report.dynamics = _dynamics(report.run_dir, report.notes)
+        except SectionSkipped as exc:
+            report.omitted["dynamics"] = str(exc)
     return report
 
 
@@ -198,51 +223,67 @@ def _attention(loaded, scores: HeadScores, options: ReportOptions) -> list[Atten
                                 ("previous_token", "Top previous-token heads"))]
 
 
-def choose_path(scores: HeadScores) -> PathChoice:
-    """The report's path: top previous-token head → top induction head, if it can be a path."""
+def _roles(scores: HeadScores) -> dict[str, Head]:
+    """The top previous-token head and the top induction head (by prefix-matching)."""
     (lp, hp, _), = scores.top_heads("previous_token", k=1)
     (li, hi, _), = scores.top_heads("prefix_matching", k=1)
-    sender, receiver = (lp, hp), (li, hi)
+    return {"previous_token": (lp, hp), "induction": (li, hi)}
+
+
+def choose_path(scores: HeadScores | dict[str, Head], by: str = "prefix-matching") -> PathChoice:
+    """The report's path: top previous-token head → top induction head, if it can be a path.
+
+    ``scores``: the head scores, or the two heads (``previous_token``, ``induction``) chosen ``by``
+    a task's own score.
+    """
+    roles = scores if isinstance(scores, dict) else _roles(scores)
+    sender, receiver = roles["previous_token"], roles["induction"]
+    (lp, _), (li, _) = sender, receiver
     path = f"{head_label(*sender)} → {head_label(*receiver)}"
     if lp < li:
         return PathChoice(sender, receiver,
                           f"{path}: the top previous-token head feeds the top induction head "
-                          "(by prefix-matching) from an earlier layer; an induction circuit acts "
+                          f"(by {by}) from an earlier layer; an induction circuit acts "
                           "through the key (K-composition)")
     return PathChoice(sender, receiver,
                       f"not run: the top previous-token head and the top induction head ({path}) "
                       "are not in increasing layers, so no path joins them")
 
 
-def _causal(loaded, scores: HeadScores, options: ReportOptions,
+def _causal(loaded, data, roles: dict[str, Head], options: ReportOptions,
             notes: list[str]) -> CausalEvidence:
-    from .causal import ablate_heads, causal_task, make_prompt_pair, patch_heads, path_patch
+    from .causal import ablate_heads_on, patch_heads, path_patch
 
     model = loaded.model
-    task, task_notes = causal_task(model, seq_len=options.seq_len, repeats=2,
-                                   bos_token_id=loaded.bos_token_id,
-                                   exclude=loaded.special_token_ids)
-    pair = make_prompt_pair(task, options.causal_batch, seed=options.seed)
-    ablation = ablate_heads(model, pair.clean, task, method="zero", seed=options.seed)
-    patching = patch_heads(model, pair.clean, pair.corrupted, pair.metric)
-    path = choose_path(scores)
+    # a task's own sets (one label per sequence) are cheap and their accuracies need more than
+    # causal_batch sequences: they get the scoring batch
+    inputs = data.causal(seq_len=options.seq_len, repeats=2, seed=options.seed,
+                         batch=options.causal_batch if data.task == "tokens" else options.batch)
+    metric = inputs.metric_of("logprob")
+    ablation = ablate_heads_on(model, inputs.ablation_inputs, inputs.ablation, method="zero",
+                               seed=options.seed)
+    patching = patch_heads(model, inputs.clean, inputs.corrupted, metric)
+    path = choose_path(roles, by="prefix-matching" if data.task == "tokens" else
+                       f"the {data.task} task's induction score")
     if path.sender[0] < path.receiver[0]:
-        path.result = path_patch(model, pair.clean, pair.corrupted, pair.metric, path.sender,
+        path.result = path_patch(model, inputs.clean, inputs.corrupted, metric, path.sender,
                                  path.receiver, direction="noising")
-    notes.extend(f"causal: {n}" for n in task_notes + ablation.notes + patching.notes)
-    return CausalEvidence(task.seq_len, int(pair.clean.shape[0]), type(pair.metric).__name__,
-                          ablation, patching, path)
+    notes.extend(f"causal: {n}" for n in inputs.notes + inputs.patch_notes + ablation.notes
+                 + patching.notes)
+    return CausalEvidence(int(inputs.clean.shape[1]) if data.task != "tokens" else inputs.data["seq_len"],
+                          int(inputs.clean.shape[0]), type(metric).__name__, ablation, patching, path,
+                          description=inputs.description,
+                          ablation_description=inputs.ablation_description)
 
 
-def _weights(model, scores: HeadScores, notes: list[str]) -> WeightChoice:
+def _weights(model, roles: dict[str, Head], notes: list[str], basis: Any = None) -> WeightChoice:
     from .weights import analyze_weights
 
-    analysis = analyze_weights(model)
+    analysis = analyze_weights(model, basis=basis)
     shown: list[tuple[Head, str]] = []
-    for kind, why in (("previous_token", "previous-token"), ("prefix_matching", "induction")):
-        for l, h, _ in scores.top_heads(kind, k=1):
-            if (l, h) not in [head for head, _ in shown]:
-                shown.append(((l, h), why))
+    for kind, why in (("previous_token", "previous-token"), ("induction", "induction")):
+        if roles[kind] not in [head for head, _ in shown]:
+            shown.append((roles[kind], why))
     notes.extend(f"weights: {n}" for n in analysis.notes)
     return WeightChoice(analysis, shown)
 

@@ -4,7 +4,7 @@ Every method takes any hookable TransformerLens-style model (``blocks.{l}.attn.h
 per-sequence metric (``data.SequenceMetric``); exact methods batch their patches (``batched.py``).
 """
 
-from .ablation import ABLATION_METHODS, AblationResult, ablate_heads
+from .ablation import ABLATION_METHODS, AblationMetrics, AblationResult, ablate_heads, ablate_heads_on
 from .attribution import attribute_heads
 from .data import (METRIC_KINDS, NextTokenLogit, NextTokenLogProb, PromptPair, causal_task, first_half_query_positions,
                    last_copy_query_positions, make_prompt_pair, repeated_query_positions)
@@ -14,8 +14,8 @@ from .path_patching import PathPatchingResult, path_patch
 from .result import PatchingResult
 
 __all__ = [
-    "ABLATION_METHODS", "METRIC_KINDS", "NextTokenLogit", "AblationResult", "HeadSpecError", "NextTokenLogProb", "PatchingResult",
-    "PathPatchingResult", "PromptPair", "ablate_heads", "attribute_heads", "causal_task",
+    "ABLATION_METHODS", "METRIC_KINDS", "NextTokenLogit", "AblationMetrics", "AblationResult", "HeadSpecError", "NextTokenLogProb", "PatchingResult",
+    "PathPatchingResult", "PromptPair", "ablate_heads", "ablate_heads_on", "attribute_heads", "causal_task",
     "first_half_query_positions", "last_copy_query_positions", "make_prompt_pair", "parse_head",
     "parse_heads", "parse_path", "patch_heads", "path_patch", "repeated_query_positions",
 ]

@@ -16,6 +16,12 @@ copy 2 on: ``data.repeated_query_positions``; the first token of a copy follows 
 before, so no induction head can predict it) and on the first half (positions predicting the rest
 of the first copy: a control no induction head can help). Every head is ablated in one batched forward
 per layer, starting at that layer (see ``batched.py``).
+
+What is measured is an :class:`AblationMetrics`: a log-probability reported as the loss, a control
+reported as the second loss, and any extra per-sequence metrics. :func:`ablate_heads` builds the
+repeated-token one; a task with other inputs supplies its own to :func:`ablate_heads_on` (Reddy's
+run: loss on the in-context set, the in-weights set as the control, both accuracies;
+``induction_toolkit.analysis_data``).
 """
 
 from collections.abc import Callable
@@ -29,7 +35,8 @@ from ..errors import ConfigError
 from ..scores import head_label
 from ..tasks.repeated import RepeatedTokensConfig
 from .batched import base_run, run_patched
-from .data import NextTokenLogProb, first_half_query_positions, repeated_query_positions
+from .data import (ModelInput, NextTokenLogProb, SequenceMetric, first_half_query_positions,
+                   repeated_query_positions)
 from .heads import Head
 
 AblationMethod = Literal["zero", "mean", "resample"]
@@ -47,6 +54,9 @@ class AblationResult:
     joint: dict[str, Any] | None = None  # the set ablated together, when asked
     data: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # what the two losses are (table headings), and the unablated value of each extra metric
+    labels: tuple[str, str] = ("repeated-half loss", "first-half loss")
+    baseline_extra: dict[str, float] = field(default_factory=dict)
 
     def row(self, layer: int, head: int) -> dict[str, Any]:
         """The result row of head ``(layer, head)``; KeyError when it was not ablated."""
@@ -70,6 +80,7 @@ class AblationResult:
         }
         if self.joint is not None:
             out["joint"] = dict(self.joint)
+        out.update({f"baseline_{k}": v for k, v in self.baseline_extra.items()})
         out["data"] = self.data
         out["notes"] = list(self.notes)
         return out
@@ -79,20 +90,23 @@ class AblationResult:
         from rich.table import Table
 
         table = Table(title=title, header_style="bold")
-        for name in ("head", "repeated-half loss", "Δ loss", "first-half loss", "Δ first half"):
+        extra = list(self.baseline_extra)
+        for name in ("head", self.labels[0], "Δ loss", self.labels[1], f"Δ {self.labels[1]}",
+                     *(k.replace("_accuracy", " acc").replace("_", " ") for k in extra)):
             table.add_column(name, justify="left" if name == "head" else "right")
-        table.add_row("none (baseline)", f"{self.baseline_loss:.3f}", "", 
-                      f"{self.baseline_first_half_loss:.3f}", "", style="dim")
+        table.add_row("none (baseline)", f"{self.baseline_loss:.3f}", "",
+                      f"{self.baseline_first_half_loss:.3f}", "",
+                      *(f"{self.baseline_extra[k]:.3f}" for k in extra), style="dim")
         top = self.ranking()[0]["label"] if self.heads else None
+
+        def cells(r: dict[str, Any]) -> list[str]:
+            return [f"{r['loss']:.3f}", f"{r['delta_loss']:+.3f}", f"{r['first_half_loss']:.3f}",
+                    f"{r['first_half_delta_loss']:+.3f}", *(f"{r[k]:.3f}" for k in extra)]
+
         for r in self.heads:
-            table.add_row(r["label"], f"{r['loss']:.3f}", f"{r['delta_loss']:+.3f}",
-                          f"{r['first_half_loss']:.3f}", f"{r['first_half_delta_loss']:+.3f}",
-                          style="bold green" if r["label"] == top else None)
+            table.add_row(r["label"], *cells(r), style="bold green" if r["label"] == top else None)
         if self.joint is not None:
-            j = self.joint
-            table.add_row("+".join(j["heads"]), f"{j['loss']:.3f}", f"{j['delta_loss']:+.3f}",
-                          f"{j['first_half_loss']:.3f}", f"{j['first_half_delta_loss']:+.3f}",
-                          style="bold")
+            table.add_row("+".join(self.joint["heads"]), *cells(self.joint), style="bold")
         return table
 
 
@@ -123,6 +137,39 @@ def ablation_source(z: dict[int, torch.Tensor], method: str, *, seed: int = 0) -
     raise ConfigError(f"unknown ablation method '{method}'; choose one of {', '.join(ABLATION_METHODS)}")
 
 
+@dataclass(frozen=True)
+class AblationMetrics:
+    """What an ablation measures, each a per-sequence metric (``data.SequenceMetric``).
+
+    ``target``: a log-probability the circuit should carry (reported negated, as ``loss``);
+    ``control``: one it should not (reported negated, as ``first_half_loss``); ``extra``: more
+    metrics reported as they are (e.g. accuracies), each under its own key in every row.
+    ``labels`` name the two losses in tables; ``data`` describes the inputs (``--json``'s ``data``).
+    """
+
+    target: SequenceMetric
+    control: SequenceMetric
+    extra: dict[str, SequenceMetric] = field(default_factory=dict)
+    labels: tuple[str, str] = ("repeated-half loss", "first-half loss")
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def repeated_metrics(tokens: Int[torch.Tensor, "batch pos"], task: RepeatedTokensConfig, *,
+                     seed: int = 0) -> AblationMetrics:
+    """Repeated-token prompts: loss on the repeated half, the first half as the control."""
+    if task.min_seq_len is not None:
+        # the repeated half's query positions are read off task.seq_len: one length per batch
+        raise ConfigError("ablation needs one segment length per batch (min_seq_len is set)")
+    positions = repeated_query_positions(task)
+    data = {"task": "repeated", "seq_len": task.seq_len, "repeats": task.repeats,
+            "batch": int(tokens.shape[0]), "seed": seed, "bos_token_id": task.bos_token_id,
+            "n_tokens": int(tokens.shape[1]),
+            "repeated_query_positions": [int(positions[0]), int(positions[-1])]}
+    return AblationMetrics(NextTokenLogProb(tokens, positions, "repeated_logprob"),
+                           NextTokenLogProb(tokens, first_half_query_positions(task), "first_half_logprob"),
+                           data=data)
+
+
 def ablate_heads(model, tokens: Int[torch.Tensor, "batch pos"], task: RepeatedTokensConfig, *,
                  method: str = "zero", heads: list[Head] | None = None, joint: bool = False,
                  seed: int = 0, max_rows: int | None = None,
@@ -130,44 +177,54 @@ def ablate_heads(model, tokens: Int[torch.Tensor, "batch pos"], task: RepeatedTo
     """Ablate each head in ``heads`` (default: every head) alone, and the set together if ``joint``."""
     if method not in ABLATION_METHODS:
         raise ConfigError(f"unknown ablation method '{method}'; choose one of {', '.join(ABLATION_METHODS)}")
-    if task.min_seq_len is not None:
-        # the repeated half's query positions are read off task.seq_len: one length per batch
-        raise ConfigError("ablation needs one segment length per batch (min_seq_len is set)")
+    return ablate_heads_on(model, tokens, repeated_metrics(tokens, task, seed=seed), method=method,
+                           heads=heads, joint=joint, seed=seed, max_rows=max_rows, progress=progress)
+
+
+def ablate_heads_on(model, inputs: ModelInput, metrics: AblationMetrics, *, method: str = "zero",
+                    heads: list[Head] | None = None, joint: bool = False, seed: int = 0,
+                    max_rows: int | None = None,
+                    progress: Callable[[int], None] | None = None) -> AblationResult:
+    """``ablate_heads`` on any inputs the model takes (token ids or vectors), measuring ``metrics``."""
+    if method not in ABLATION_METHODS:
+        raise ConfigError(f"unknown ablation method '{method}'; choose one of {', '.join(ABLATION_METHODS)}")
     device = model.cfg.device
-    tokens = tokens.to(device)
+    inputs = inputs.to(device)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    n_pos = tokens.shape[1]
+    n_pos = inputs.shape[1]
     if heads is None:
         heads = [(l, h) for l in range(L) for h in range(H)]
-    positions = repeated_query_positions(task)
-    repeated = NextTokenLogProb(tokens, positions, "repeated_logprob")
-    first = NextTokenLogProb(tokens, first_half_query_positions(task), "first_half_logprob")
+    names = list(metrics.extra)
+    fns = [metrics.target, metrics.control, *metrics.extra.values()]
 
-    run = base_run(model, tokens)
+    run = base_run(model, inputs)
     source = ablation_source(run.z, method, seed=seed)
     masks = torch.zeros(len(heads) + int(joint), L, n_pos, H, dtype=torch.bool)
     for i, (l, h) in enumerate(heads):
         masks[i, l, :, h] = True
         if joint:
             masks[-1, l, :, h] = True
-    values = -run_patched(model, run, source, masks, [repeated, first], max_rows=max_rows,
-                          progress=progress).cpu()
-    base_loss = -float(repeated(run.logits).mean())
-    base_first = -float(first(run.logits).mean())
+    values = run_patched(model, run, source, masks, fns, max_rows=max_rows, progress=progress).cpu()
+    base = [float(f(run.logits).float().mean()) for f in fns]
+    base_loss, base_first = -base[0], -base[1]
 
     def row(i: int) -> dict[str, Any]:
-        loss, first_loss = float(values[i, 0]), float(values[i, 1])
-        return {"loss": loss, "delta_loss": loss - base_loss, "first_half_loss": first_loss,
-                "first_half_delta_loss": first_loss - base_first}
+        loss, first_loss = -float(values[i, 0]), -float(values[i, 1])
+        out = {"loss": loss, "delta_loss": loss - base_loss, "first_half_loss": first_loss,
+               "first_half_delta_loss": first_loss - base_first}
+        for j, name in enumerate(names):
+            out[name] = float(values[i, 2 + j])
+            out[f"delta_{name}"] = out[name] - base[2 + j]
+        return out
 
     rows = [{"layer": l, "head": h, "label": head_label(l, h), **row(i)} for i, (l, h) in enumerate(heads)]
     joint_row = {"heads": [head_label(l, h) for l, h in heads], **row(len(heads))} if joint else None
-    data = {"task": "repeated", "seq_len": task.seq_len, "repeats": task.repeats,
-            "batch": int(tokens.shape[0]), "seed": seed, "bos_token_id": task.bos_token_id,
-            "n_tokens": n_pos, "repeated_query_positions": [int(positions[0]), int(positions[-1])]}
+    data = dict(metrics.data)
     notes = []
     if method == "mean":
         data["mean_over"] = "batch, per position"
         notes.append(f"mean ablation: each position's z replaced by its mean over the batch of "
-                     f"{int(tokens.shape[0])} at that position")
-    return AblationResult(method, base_loss, base_first, rows, joint_row, data=data, notes=notes)
+                     f"{int(inputs.shape[0])} at that position")
+    return AblationResult(method, base_loss, base_first, rows, joint_row, data=data, notes=notes,
+                          labels=metrics.labels,
+                          baseline_extra={n: base[2 + j] for j, n in enumerate(names)})

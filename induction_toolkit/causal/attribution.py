@@ -9,16 +9,15 @@ through later heads) and the model's own parameters need not require grad.
 """
 
 import torch
-from jaxtyping import Int
 
 from ..fast_forward import can_fuse, fused_logits_through_z
 from .batched import base_run, z_name
-from .data import SequenceMetric
+from .data import ModelInput, SequenceMetric
 from .patching import check_direction
 from .result import PatchingResult, gap_notes, normalised_effect
 
 
-def attribute_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int[torch.Tensor, "batch pos"],
+def attribute_heads(model, clean: ModelInput, corrupted: ModelInput,
                     metric: SequenceMetric, *, by_position: bool = False,
                     direction: str = "denoising", metric_name: str | None = None) -> PatchingResult:
     """Estimated patching effect of each head (and head × position), same normalisation as exact."""
@@ -63,6 +62,6 @@ def attribute_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int
         metric=metric_name or getattr(metric, "name", "metric"), method="attribution",
         direction=direction, clean_metric=clean_value, corrupted_metric=corrupted_value,
         patched=patched, effects=effects, position_effects=position_effects,
-        tokens=clean[0].tolist() if by_position else None,
+        tokens=clean[0].tolist() if by_position and not clean.is_floating_point() else None,
         data={"engine": "fused" if fused else "hooked"},  # the forward the gradient flows through
         notes=gap_notes(clean_value, corrupted_value))

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 
 from ..fast_forward import can_fuse, fused_logits_through_z
+from .data import Logits, ModelInput
 
 # Rough float32 elements one forward may hold in logits, patterns and activations (≈ 256 MB).
 DEFAULT_BUDGET = 1 << 26
@@ -50,14 +51,14 @@ def supports_start_at_layer(model) -> bool:
 class BaseRun:
     """One forward pass of the base batch, with what patched copies reuse."""
 
-    tokens: Int[torch.Tensor, "batch pos"]
-    logits: Float[torch.Tensor, "batch pos vocab"]
+    tokens: ModelInput  # token ids, or input vectors for a model that takes them (Reddy's network)
+    logits: Logits
     z: dict[int, Float[torch.Tensor, "batch pos head_index d_head"]]
     resid_pre: dict[int, Float[torch.Tensor, "batch pos d_model"]]
 
 
 @torch.no_grad()
-def base_run(model, tokens: Int[torch.Tensor, "batch pos"], *, resid: bool = True) -> BaseRun:
+def base_run(model, tokens: ModelInput, *, resid: bool = True) -> BaseRun:
     """Run ``tokens`` once, caching every layer's ``hook_z`` (and ``hook_resid_pre``)."""
     n_layers = model.cfg.n_layers
     names = {z_name(l) for l in range(n_layers)}
@@ -81,6 +82,11 @@ def base_run(model, tokens: Int[torch.Tensor, "batch pos"], *, resid: bool = Tru
     return BaseRun(tokens, logits.detach(),
                    {l: store[z_name(l)] for l in range(n_layers)},
                    {l: store[resid_pre_name(l)] for l in range(n_layers) if resid_pre_name(l) in store})
+
+
+def repeat_rows(inputs: ModelInput, copies: int) -> torch.Tensor:
+    """``copies`` copies of a batch of token ids or input vectors, stacked along the batch."""
+    return inputs.repeat(copies, *([1] * (inputs.ndim - 1)))
 
 
 def rows_per_forward(model, n_pos: int, budget: int = DEFAULT_BUDGET) -> int:
@@ -111,7 +117,7 @@ def run_patched(model, base: BaseRun,
     In copy ``c``, head ``h`` of layer ``l`` at position ``p`` reads ``source[l][:, p, h]`` instead of
     its own ``z`` wherever ``masks[c, l, p, h]``. ``source[l]`` may broadcast (e.g. ``[1, 1, H, d]``).
     """
-    B, n_pos = base.tokens.shape
+    B, n_pos = base.tokens.shape[:2]
     n_copies = masks.shape[0]
     device = base.logits.device
     masks = masks.to(device)
@@ -145,8 +151,8 @@ def run_patched(model, base: BaseRun,
             resid = base.resid_pre[start].repeat(C, 1, 1)
             logits = model.run_with_hooks(resid, start_at_layer=start, fwd_hooks=hooks)
         else:
-            logits = model.run_with_hooks(base.tokens.repeat(C, 1), fwd_hooks=hooks)
-        logits = logits.reshape(C, B, *logits.shape[-2:])
+            logits = model.run_with_hooks(repeat_rows(base.tokens, C), fwd_hooks=hooks)
+        logits = logits.reshape(C, B, *logits.shape[1:])
         for j, metric in enumerate(metrics):
             out[chunk, j] = metric(logits).float().mean(-1)
         del logits

@@ -22,6 +22,11 @@ from ..scores import scoring_task
 from ..tasks.repeated import RepeatedTokensConfig, repeated_tokens
 
 SequenceMetric = Callable[[Float[torch.Tensor, "... batch pos vocab"]], Float[torch.Tensor, "... batch"]]
+# What the causal engine runs a model on: token ids, or the input vectors of a model that reads
+# vectors (Reddy's network, ``induction_toolkit.reddy``); and what comes out: logits per position,
+# or one row of logits per sequence (a classifier). A metric maps either to one value per sequence.
+ModelInput = Int[torch.Tensor, "batch pos"] | Float[torch.Tensor, "batch pos d_model"]
+Logits = Float[torch.Tensor, "batch pos vocab"] | Float[torch.Tensor, "batch vocab"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,35 @@ class NextTokenLogit:
         target = self.tokens.to(logits.device)[:, pos + 1].expand(lg.shape[:-1])
         correct = lg.gather(-1, target[..., None]).squeeze(-1)
         return (correct - lg.mean(-1)).mean(-1)
+
+
+@dataclass(frozen=True)
+class LabelMetric:
+    """A per-sequence metric of a classifier (one row of logits per sequence), on some of the rows.
+
+    ``kind``: ``logprob`` (log-probability of the correct label), ``logit`` (its logit minus the
+    mean logit) or ``accuracy`` (1 when it is the arg-max). ``rows`` picks the sequences it is
+    measured on (several evaluation sets can share one batch), so it returns ``[..., n_rows]``.
+    """
+
+    target: Int[torch.Tensor, " batch"]
+    rows: Int[torch.Tensor, " n_rows"]
+    kind: str = "logprob"
+    name: str = "label_logprob"
+
+    def __call__(self, logits: Float[torch.Tensor, "... batch vocab"]) -> Float[torch.Tensor, "... n_rows"]:
+        rows = self.rows.to(logits.device)
+        lg = logits[..., rows, :].float()
+        target = self.target.to(logits.device)[rows].expand(lg.shape[:-1])
+        if self.kind == "accuracy":
+            return (lg.argmax(-1) == target).float()
+        if self.kind == "logprob":
+            lg = lg.log_softmax(-1)
+        elif self.kind == "logit":
+            lg = lg - lg.mean(-1, keepdim=True)
+        else:
+            raise ConfigError(f"unknown label metric '{self.kind}'; choose logprob, logit or accuracy")
+        return lg.gather(-1, target[..., None]).squeeze(-1)
 
 
 MetricKind = Literal["logprob", "logit"]

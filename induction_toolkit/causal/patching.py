@@ -42,12 +42,12 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 
 from ..errors import ConfigError
 from ..fast_forward import can_fuse, unsupported_reason
 from .batched import BaseRun, base_run, run_patched
-from .data import SequenceMetric
+from .data import ModelInput, SequenceMetric
 from .result import DIRECTIONS, PatchingResult, gap_notes, normalised_effect
 
 Engine = Literal["fused_by_head", "fused_by_position", "batched"]
@@ -141,7 +141,7 @@ def _batched(model, base: BaseRun, src: BaseRun, metric: SequenceMetric, *, by_p
                         for l in range(L)]).reshape(L, n_pos, H)
 
 
-def patch_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int[torch.Tensor, "batch pos"],
+def patch_heads(model, clean: ModelInput, corrupted: ModelInput,
                 metric: SequenceMetric, *, by_position: bool = False,
                 direction: str = "denoising", metric_name: str | None = None,
                 max_rows: int | None = None, engine: str = "auto",
@@ -178,7 +178,7 @@ def patch_heads(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int[tor
         metric=metric_name or getattr(metric, "name", "metric"), method="exact", direction=direction,
         clean_metric=clean_value, corrupted_metric=corrupted_value, patched=patched,
         effects=effects, position_effects=position_effects,
-        tokens=clean[0].tolist() if by_position else None, data=data,
+        tokens=clean[0].tolist() if by_position and not clean.is_floating_point() else None, data=data,
         notes=gap_notes(clean_value, corrupted_value))
 
 

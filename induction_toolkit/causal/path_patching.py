@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jaxtyping import Int
 
 from ..errors import InductionToolkitError
 from ..scores import head_label
-from .batched import base_run, supports_start_at_layer
-from .data import SequenceMetric
+from .batched import base_run, repeat_rows, supports_start_at_layer
+from .data import ModelInput, SequenceMetric
 from .heads import Head
 from .patching import check_direction
 from .result import gap_notes, normalised_effect
@@ -103,7 +102,7 @@ def split_qkv_input(model):
 
 
 @torch.no_grad()
-def path_patch(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int[torch.Tensor, "batch pos"],
+def path_patch(model, clean: ModelInput, corrupted: ModelInput,
                metric: SequenceMetric, sender: Head, receiver: Head, *,
                direction: str = "noising", metric_name: str | None = None) -> PathPatchingResult:
     """The sender → receiver path through each of the receiver's q, k and v inputs."""
@@ -141,7 +140,7 @@ def path_patch(model, clean: Int[torch.Tensor, "batch pos"], corrupted: Int[torc
             logits = model.run_with_hooks(base.resid_pre[lr].repeat(C, 1, 1), start_at_layer=lr,
                                           fwd_hooks=hooks)
         else:
-            logits = model.run_with_hooks(base.tokens.repeat(C, 1), fwd_hooks=hooks)
+            logits = model.run_with_hooks(repeat_rows(base.tokens, C), fwd_hooks=hooks)
     values = metric(logits.view(C, B, *logits.shape[1:])).float().mean(-1).cpu()
     effects = normalised_effect(values, clean_value, corrupted_value, direction)
     return PathPatchingResult(

@@ -81,9 +81,24 @@ class ReddyNetwork(HookedRootModule):
             x = block(x)
         return x
 
-    def forward(self, inputs: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch n_labels"]:
-        """Label logits from the target's (last position's) final residual."""
-        return self.classifier(self.hook_classifier_in(self.residual(inputs)[:, -1]))
+    def forward(self, inputs: Float[torch.Tensor, "batch pos d_model"], return_type: str | None = "logits", *,
+                start_at_layer: int | None = None) -> Float[torch.Tensor, "batch n_labels"] | None:
+        """Label logits from the target's (last position's) final residual.
+
+        ``return_type`` and ``start_at_layer`` mean what they mean for a ``HookedTransformer``
+        (``inputs`` is then the residual entering that layer), so the causal engine patches this
+        network as it patches any other model.
+        """
+        if return_type not in ("logits", None):
+            raise ValueError(f"return_type must be 'logits' or None, got {return_type!r}")
+        if start_at_layer is None:
+            x = self.residual(inputs)
+        else:
+            x = inputs
+            for block in self.blocks[start_at_layer:]:
+                x = block(x)
+        logits = self.classifier(self.hook_classifier_in(x[:, -1]))
+        return logits if return_type == "logits" else None
 
     def fast_forward(self, inputs: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch n_labels"]:
         """``forward``'s logits without hooks, for training: the same math, less work.

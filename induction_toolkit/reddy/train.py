@@ -26,6 +26,7 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write_bytes
+from ..checkpoints import META_FORMAT, REDDY_FORMAT_NAME
 from ..errors import ConfigError, NonFiniteLossError, RunDirError
 from ..run_dir import (checkpoint_path, create_run_dir, list_checkpoints, read_run_config,
                        write_metrics)
@@ -110,7 +111,7 @@ def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: i
     metrics row as it is recorded, with the model at that step. ``model_kind``: ``network`` (the paper's network), ``minimal``
     (the three-parameter induction head on the same classifier) or ``minimal-beta2-0`` (β₂ fixed
     at 0, the two-parameter model); the minimal ones add β₁, α, β₂ to every metrics row. ``hidden``: query/key and classifier
-    width (the paper's 128; smaller only for in-memory test runs).
+    width (the paper's 128; smaller for quick test runs, recorded in the run's config).
     """
     data = data_config(config)
     if config.device not in ("auto", "cpu"):
@@ -123,8 +124,6 @@ def train_reddy(config: TrainConfig, out: str | Path | None = None, *, eval_n: i
             raise RunDirError(f"{out} exists and is not an empty directory; a reddy run cannot be resumed")
     torch.manual_seed(config.seed)
     task = data.build(config.seed)
-    if out is not None and hidden != 128:
-        raise ConfigError("a run directory holds the paper's network (hidden 128)")
     model = build_model(model_kind, data, config.seed, hidden)
     opt = torch.optim.SGD(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     evals = {name: task.eval_set(name, eval_n, seed=10_000 + config.seed) for name in EVAL_SETS}
@@ -204,7 +203,7 @@ def _save(model: ReddyNetwork, path: Path, step: int) -> None:
     from safetensors.torch import save as st_save_bytes
 
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"format": "induction-toolkit-reddy", "step": str(step),
+    meta = {META_FORMAT: REDDY_FORMAT_NAME, "step": str(step),
             "model": json.dumps(_model_settings(model))}
     atomic_write_bytes(path, st_save_bytes(tensors, metadata=meta))
 
@@ -232,6 +231,9 @@ def load_reddy(run_dir: str | Path, step: int | None = None) -> tuple[ReddyNetwo
     if step is not None and step not in ckpts:
         raise RunDirError(f"{run_dir} has no checkpoint at step {step}; available: "
                           f"{', '.join(map(str, ckpts))}")
-    model = ReddyNetwork(data.d_model, data.seq_len, data.L)
+    settings = cfg_dict.get("model") or {}
+    hidden = settings.get("d_head", 128)  # the width it was trained with (128: the paper's)
+    widths = settings.get("classifier_hidden") or [hidden] * 3
+    model = ReddyNetwork(data.d_model, data.seq_len, data.L, hidden=hidden, n_hidden_layers=len(widths))
     model.load_state_dict(load_file(str(ckpts[max(ckpts) if step is None else step])))
     return model, data.build(config.seed), config

@@ -272,6 +272,32 @@ class ReddyTask:
             return self._bursty(n, g, copies=copies, swap=True)
         raise ConfigError(f"unknown evaluation set '{which}'; choose one of: {', '.join(EVAL_SETS)}")
 
+    def relabeled(self, batch: ReddyBatch, seed: int) -> ReddyBatch:
+        """The same sequences with the context's labels permuted among its classes, none keeping its own.
+
+        Items, positions and target are unchanged; each label token shows another of the context's
+        labels (a random cyclic permutation of the distinct labels, per sequence), so the answer
+        read from the context changes: ``target`` becomes the label now shown with the target's
+        class (unchanged when the target's label is not in the context). The corrupted input of
+        activation patching (``induction_toolkit.reddy.analysis``).
+        """
+        c = self.config
+        g = torch.Generator().manual_seed(int(seed))
+        labels = batch.context_labels.clone()
+        target = batch.target.clone()
+        for r in range(len(batch)):
+            distinct = batch.context_labels[r].unique()
+            if distinct.numel() < 2:
+                raise ConfigError("relabelling needs at least two distinct labels in a context "
+                                  f"(N/B = {c.N // max(c.B, 1)})")
+            order = distinct[torch.randperm(distinct.numel(), generator=g)]
+            to = dict(zip(order.tolist(), order.roll(-1).tolist()))  # a cycle: nobody keeps its own
+            labels[r] = torch.tensor([to[int(x)] for x in batch.context_labels[r]])
+            target[r] = to.get(int(batch.target[r]), int(batch.target[r]))
+        inputs = batch.inputs.clone()
+        inputs[:, 1:2 * c.N:2, c.P:] = self.label_vectors[labels]
+        return ReddyBatch(inputs, target, labels, batch.classes.clone())
+
     def to_dict(self) -> dict[str, Any]:
         """The data parameters and the seed the world was drawn from."""
         return {**self.config.to_dict(), "seed": self.seed}

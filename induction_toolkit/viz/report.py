@@ -166,6 +166,7 @@ def weights_section(report: "Report") -> ReportSection:
 
 
 _METRIC_TEXT = {"NextTokenLogProb": "the correct token's log-probability",
+                "LabelMetric": "the correct label's log-probability (one label per sequence)",
                 "NextTokenLogit": "the correct token's logit minus the mean logit"}
 
 
@@ -185,16 +186,29 @@ def causal_section(report: "Report") -> ReportSection:
         f"<td>{_num(r['delta_loss'], '+.3f')}</td><td>{_num(r['first_half_loss'], '.3f')}</td>"
         f"<td>{_num(r['first_half_delta_loss'], '+.3f')}</td></tr>"
         for r in _by_label(d["heads"], d["ranking"]))
+    loss, control = ablation.labels
+    tokens = (loss, control) == ("repeated-half loss", "first-half loss")
+    if tokens:
+        intro = (f"Loss on the repeated half (predictable only in context) and on the first half "
+                 f"(a control), {c.seq_len} random tokens × 2 on {c.n_sequences} sequences. "
+                 f"Baseline: repeated half {_num(ablation.baseline_loss, '.3f')}, first half "
+                 f"{_num(ablation.baseline_first_half_loss, '.3f')}. Ablating the induction head, or "
+                 "the previous-token head that feeds it, should raise the repeated-half loss toward "
+                 "the first half's; other heads should not.")
+    else:  # a task's own sets (analysis_data): name them, and show its extra metrics
+        extra = "; ".join(f"{k.replace('_', ' ')} {_num(v, '.3f')} → "
+                          + ", ".join(f"{r['label']} {_num(r[k], '.3f')}" for r in d["heads"])
+                          for k, v in ablation.baseline_extra.items())
+        intro = (f"{html.escape(loss)} (needs the context) and {html.escape(control)} (a control) on "
+                 f"{html.escape(c.ablation_description or c.description)}. Baseline: {html.escape(loss)} "
+                 f"{_num(ablation.baseline_loss, '.3f')}, {html.escape(control)} "
+                 f"{_num(ablation.baseline_first_half_loss, '.3f')}. Unablated → ablated: "
+                 f"{html.escape(extra)}.")
     parts.append(
-        f"<h4>Zero-ablation, one head at a time</h4><p>Loss on the repeated half (predictable "
-        f"only in context) and on the first half (a control), {c.seq_len} random tokens × 2 "
-        f"on {c.n_sequences} sequences. Baseline: repeated half "
-        f"{_num(ablation.baseline_loss, '.3f')}, first half "
-        f"{_num(ablation.baseline_first_half_loss, '.3f')}. "
-        "Ablating the induction head, or the previous-token head that feeds it, should raise the "
-        "repeated-half loss toward the first half's; other heads should not.</p>"
-        '<table class="causal"><thead><tr><th>head</th><th>repeated-half loss</th><th>Δ</th>'
-        f"<th>first-half loss</th><th>Δ first half</th></tr></thead><tbody>{rows}</tbody></table>")
+        f"<h4>Zero-ablation, one head at a time</h4><p>{intro}</p>"
+        f'<table class="causal"><thead><tr><th>head</th><th>{html.escape(loss)}</th><th>Δ</th>'
+        f"<th>{html.escape(control)}</th><th>Δ {'first half' if tokens else html.escape(control)}</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>")
     p = patching.to_dict()
     by_label = {e["label"]: e for e in p["heads"]}
     rows = "".join(f"<tr><td>{i}</td><td>{label}</td><td>{_num(by_label[label]['effect'], '+.3f')}</td>"
@@ -202,9 +216,10 @@ def causal_section(report: "Report") -> ReportSection:
                    for i, label in enumerate(p["ranking"], 1))
     parts.append(
         f"<h4>Activation patching (denoising)</h4><p>Each head's output patched from clean "
-        f"prompts into prompts whose earlier copy is corrupted; metric {patching.metric}: "
-        f"{_METRIC_TEXT.get(c.metric_kind, 'see induct patch')}, over the "
-        f"repeated copy (clean {_num(patching.clean_metric, '.3f')}, corrupted "
+        f"prompts into {'prompts whose earlier copy is corrupted' if tokens else 'corrupted ones (' + html.escape(c.description) + ')'}; "
+        f"metric {patching.metric}: "
+        f"{_METRIC_TEXT.get(c.metric_kind, 'see induct patch')}, "
+        f"{'over the repeated copy' if tokens else 'at the target'} (clean {_num(patching.clean_metric, '.3f')}, corrupted "
         f"{_num(patching.corrupted_metric, '.3f')}); effect 1 = restores the clean value, 0 = "
         "nothing.</p>"
         '<table class="causal"><thead><tr><th>rank</th><th>head</th><th>effect</th>'

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedRootModule
 
 from ..errors import InductionToolkitError
 from ..scores import finite, fmt_score, head_label, ov_eigen_scores
@@ -49,7 +49,8 @@ class WeightAnalysis:
     n_positions: int | None
     virtual_k: dict[Head, list[dict[str, Any]]]
     notes: list[str] = field(default_factory=list)
-    model: HookedTransformer | None = field(default=None, repr=False)  # the LayerNorm-folded copy
+    model: HookedRootModule | None = field(default=None, repr=False)  # the LayerNorm-folded copy
+    basis: circuits.Basis | None = field(default=None, repr=False)  # the task's, for vector inputs
 
     # --- numbers ---------------------------------------------------------------------------
 
@@ -92,9 +93,11 @@ class WeightAnalysis:
     # --- matrices for figures (computed on demand) -------------------------------------------
 
     def _embeddings(self):
+        if self.basis is not None:
+            return _basis_vectors(self.basis, self.n_positions)
         return circuits.embeddings(self._folded(), self.token_ids, self.n_positions)
 
-    def _folded(self) -> HookedTransformer:
+    def _folded(self) -> HookedRootModule:
         if self.model is None:
             raise InductionToolkitError("this WeightAnalysis holds no model (built from a dict?)")
         return self.model
@@ -107,7 +110,7 @@ class WeightAnalysis:
     def ov_block(self, layer: int, head: int) -> torch.Tensor:
         """One head's OV circuit ``E W_V W_O W_U`` on the sampled tokens (logits, attended × output token)."""
         E, _ = self._embeddings()
-        return circuits.ov_block(self._folded(), layer, head, self.token_ids, E)
+        return circuits.ov_block(self._folded(), layer, head, self.token_ids, E, self.basis)
 
     def virtual_k_block(self, src: Head, dst: Head) -> torch.Tensor:
         """The token–token K-composition block of ``dst`` reading ``src``'s output (attention logits)."""
@@ -141,13 +144,15 @@ class WeightAnalysis:
             "baseline_samples": self.baseline_samples,
             "tokens": {"n": int(self.token_ids.numel()), "sampled": bool(self._sampled_tokens)},
             "n_positions": self.n_positions,
+            **({} if self.basis is None else {"basis": _basis_summary(self.basis)}),
             "orientation": "rows = queries, columns = keys; sub-diagonal = key is query − 1",
             "notes": list(self.notes),
         }
 
     @property
     def _sampled_tokens(self) -> bool:
-        return self.model is not None and self.token_ids.numel() < self.model.cfg.d_vocab
+        return (self.basis is None and self.model is not None
+                and self.token_ids.numel() < self.model.cfg.d_vocab)
 
     def to_table(self, title: str | None = None):
         """A rich table of each head's sub-diagonal and OV eigen scores and its strongest Q/K/V partners."""
@@ -161,6 +166,21 @@ class WeightAnalysis:
             table.add_row(row["label"], sub, fmt_score(row["ov_eigen"], "+.2f"),
                           *(_fmt_partner(row[f"{m.lower()}_partner"]) for m in MODES))
         return table
+
+
+def _basis_vectors(basis: circuits.Basis, n_positions: int | None):
+    E = basis.E.detach().to("cpu", torch.float64)
+    P = None if basis.P is None or not n_positions else basis.P[:n_positions].detach().to("cpu", torch.float64)
+    return E, P
+
+
+def _basis_summary(basis: circuits.Basis) -> dict[str, Any]:
+    """How many basis vectors of each kind (names like ``class 3`` count as ``class``)."""
+    kinds: dict[str, int] = {}
+    for name in basis.names:
+        kind = name.split(" ")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {"tokens": kinds, "positions": None if basis.P is None else int(basis.P.shape[0])}
 
 
 def _best_partner(score: torch.Tensor, layer: int, head: int) -> dict[str, Any] | None:
@@ -182,16 +202,19 @@ def _fmt_partner(p: dict[str, Any] | None) -> str:
     return f"{arrow} {p['label']} {p['score']:+.3f}"
 
 
-def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+def analyze_weights(model: HookedRootModule, *, max_tokens: int = DEFAULT_MAX_TOKENS,
                     max_positions: int = DEFAULT_MAX_POSITIONS, partners: int = DEFAULT_PARTNERS,
                     baseline_samples: int = BASELINE_SAMPLES, seed: int = 0,
-                    progress: Callable[[int, int], None] | None = None) -> WeightAnalysis:
+                    progress: Callable[[int, int], None] | None = None,
+                    basis: circuits.Basis | None = None) -> WeightAnalysis:
     """Read every head's QK/OV circuits and composition scores off the weights of ``model``.
 
     ``max_tokens``: token blocks use all tokens up to this many, else a seeded sample of this many.
     ``max_positions``: position blocks use the first ``min(n_ctx, max_positions)`` positions.
     ``partners``: how many K-composition sources get a virtual block per layer-≥1 head.
     ``baseline_samples``/``seed``: the random-matrix baseline. ``progress(done, total)`` per step.
+    ``basis``: the vectors to read token and position blocks in, for a model without ``W_E``
+    (its task supplies them: ``induction_toolkit.analysis_data``); ``max_tokens`` does not apply.
     The caller's model is never modified.
     """
     for name, value in (("max_tokens", max_tokens), ("max_positions", max_positions),
@@ -202,16 +225,25 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
         raise InductionToolkitError(f"partners must be ≥ 0, got {partners}")
     folded, notes = circuits.folded_copy(model)
     cfg = folded.cfg
-    token_ids = circuits.token_sample(cfg.d_vocab, max_tokens, seed)
-    if token_ids.numel() < cfg.d_vocab:
-        notes.append(f"token blocks use a seeded sample of {token_ids.numel()} of {cfg.d_vocab} tokens")
-    positions = circuits.has_positions(folded)
-    n_positions = min(cfg.n_ctx, max_positions) if positions else None
-    if not positions:
+    if basis is None:
+        token_ids = circuits.token_sample(cfg.d_vocab, max_tokens, seed)
+        if token_ids.numel() < cfg.d_vocab:
+            notes.append(f"token blocks use a seeded sample of {token_ids.numel()} of {cfg.d_vocab} tokens")
+        positions = circuits.has_positions(folded)
+        n_ctx = cfg.n_ctx
+    else:
+        token_ids = torch.arange(basis.E.shape[0])
+        notes.extend(basis.notes)
+        positions = basis.P is not None
+        n_ctx = basis.P.shape[0] if positions else cfg.n_ctx
+    n_positions = min(n_ctx, max_positions) if positions else None
+    if not positions and basis is not None:
+        notes.append("the basis has no position vectors: P blocks skipped")
+    elif not positions:
         notes.append(circuits.ROTARY_NOTE if cfg.positional_embedding_type == "rotary" else
                      f"no positional embedding matrix ({cfg.positional_embedding_type}): P blocks skipped")
-    elif n_positions < cfg.n_ctx:
-        notes.append(f"position blocks use the first {n_positions} of {cfg.n_ctx} positions")
+    elif n_positions < n_ctx:
+        notes.append(f"position blocks use the first {n_positions} of {n_ctx} positions")
     if positions and n_positions < circuits.MIN_KEYS:
         notes.append(f"sub-diagonal score needs ≥ {circuits.MIN_KEYS} positions, the block has "
                      f"{n_positions}: not computed")
@@ -225,8 +257,11 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
         if progress is not None:
             progress(done, total)
 
-    ov_eigen, ov_notes = ov_eigen_scores(folded)
-    notes.extend(ov_notes)
+    if basis is None:
+        ov_eigen, ov_notes = ov_eigen_scores(folded)
+        notes.extend(ov_notes)
+    else:
+        ov_eigen = circuits.basis_ov_eigen(folded, basis)
     tick()
     composition = {m: composition_scores(folded, m, progress=tick) for m in MODES}
     # i.i.d. Gaussian Q, K and V factors have identical shapes, hence one baseline for all three
@@ -235,9 +270,10 @@ def analyze_weights(model: HookedTransformer, *, max_tokens: int = DEFAULT_MAX_T
     result = WeightAnalysis(
         n_layers=cfg.n_layers, n_heads=cfg.n_heads, subdiagonal=None, ov_eigen=ov_eigen,
         composition=composition, baseline=baseline, baseline_samples=baseline_samples,
-        token_ids=token_ids, n_positions=n_positions, virtual_k={}, notes=notes, model=folded)
+        token_ids=token_ids, n_positions=n_positions, virtual_k={}, notes=notes, model=folded,
+        basis=basis)
 
-    E, P = circuits.embeddings(folded, token_ids, n_positions)
+    E, P = result._embeddings()
     sub = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
     for l, h in result.heads():
         if P is not None:

@@ -22,10 +22,11 @@ changes no attention weight, so it must not change the score either.
 """
 
 import copy
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedRootModule, HookedTransformer
 
 # A row whose spread is below this fraction of its largest entry counts as constant (z = 0):
 # float64 arithmetic on float32 weights leaves ~1e-16 relative noise on a truly constant row.
@@ -36,7 +37,24 @@ MIN_KEYS = 3
 ROTARY_NOTE = "no positional embedding matrix (rotary): P blocks skipped"
 
 
-def folded_copy(model: HookedTransformer) -> tuple[HookedTransformer, list[str]]:
+@dataclass
+class Basis:
+    """The vectors token and position blocks are read in, for a model without ``W_E``/``W_pos``/``W_U``.
+
+    A model whose inputs are vectors (Reddy's network) has no embedding matrix to take rows of, so
+    its task supplies them: ``E`` the content vectors (one row each, named in ``names``), ``P`` the
+    position vectors, ``U`` the read-out directions of the OV view (columns; ``E``'s transpose when
+    the model has no unembedding). ``notes`` say what was chosen.
+    """
+
+    E: Float[torch.Tensor, "n_tokens d_model"]
+    P: Float[torch.Tensor, "n_pos d_model"] | None
+    U: Float[torch.Tensor, "d_model n_out"]
+    names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def folded_copy(model: HookedRootModule) -> tuple[HookedRootModule, list[str]]:
     """A deep copy of ``model`` with LayerNorm folded into the neighbouring weights.
 
     The caller's model is never touched. LayerNorm's weight and bias fold into ``W_Q/W_K/W_V`` (and
@@ -44,7 +62,7 @@ def folded_copy(model: HookedTransformer) -> tuple[HookedTransformer, list[str]]
     pretrained models; the input-dependent ``1/‖x‖`` scale cannot be folded and is left out.
     """
     norm = model.cfg.normalization_type
-    if norm not in ("LN", "RMS"):
+    if norm not in ("LN", "RMS") or not isinstance(model, HookedTransformer):
         return model, []  # nothing to fold: reading weights never writes them, so no copy needed
     folded = copy.deepcopy(model)
     # W_U stays uncentred so the OV eigen score equals the one `induct score` reports
@@ -53,7 +71,7 @@ def folded_copy(model: HookedTransformer) -> tuple[HookedTransformer, list[str]]
                     "(the input-dependent 1/‖x‖ scale is not part of the weights)"]
 
 
-def has_positions(model: HookedTransformer) -> bool:
+def has_positions(model: HookedRootModule) -> bool:
     """Whether the model adds a learned/fixed positional embedding matrix ``W_pos`` to the stream."""
     return model.cfg.positional_embedding_type in ("standard", "shortformer") and hasattr(model, "pos_embed")
 
@@ -75,7 +93,7 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", torch.float64)
 
 
-def head_weights(model: HookedTransformer, layer: int, head: int) -> dict[str, torch.Tensor]:
+def head_weights(model: HookedRootModule, layer: int, head: int) -> dict[str, torch.Tensor]:
     """``W_Q, W_K, W_V`` ``[d_model, d_head]`` and ``W_O`` ``[d_head, d_model]`` of one head, float64 CPU.
 
     Grouped-query attention's shared key/value heads come back repeated per query head
@@ -85,13 +103,13 @@ def head_weights(model: HookedTransformer, layer: int, head: int) -> dict[str, t
     return {name: _f64(getattr(attn, name)[head]) for name in ("W_Q", "W_K", "W_V", "W_O")}
 
 
-def attn_scale(model: HookedTransformer, layer: int) -> float:
+def attn_scale(model: HookedRootModule, layer: int) -> float:
     """The divisor of a layer's attention scores (``attn_scale``, default √d_head)."""
     scale = getattr(model.blocks[layer].attn, "attn_scale", None)
     return float(scale) if scale is not None else model.cfg.d_head ** 0.5
 
 
-def embeddings(model: HookedTransformer, token_ids: torch.Tensor, n_positions: int | None
+def embeddings(model: HookedRootModule, token_ids: torch.Tensor, n_positions: int | None
                ) -> tuple[Float[torch.Tensor, "n_tokens d_model"], Float[torch.Tensor, "n_pos d_model"] | None]:
     """The sampled rows of ``W_E`` and the first ``n_positions`` rows of ``W_pos`` (None if rotary)."""
     # index before converting: a float64 copy of GPT-2's whole W_E would be 300 MB
@@ -100,7 +118,21 @@ def embeddings(model: HookedTransformer, token_ids: torch.Tensor, n_positions: i
     return E, P
 
 
-def qk_blocks(model: HookedTransformer, layer: int, head: int, E: Float[torch.Tensor, "n_tokens d_model"],
+def basis_ov_eigen(model: HookedRootModule, basis: Basis) -> Float[torch.Tensor, "layer head"]:
+    """``Σλ / Σ|λ|`` of each head's OV circuit ``E W_V W_O U`` in ``basis`` (as ``ov_eigen_scores``)."""
+    cfg = model.cfg
+    UE = _f64(basis.U) @ _f64(basis.E)  # [d_model, d_model]
+    out = torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64)
+    for layer in range(cfg.n_layers):
+        for head in range(cfg.n_heads):
+            w = head_weights(model, layer, head)
+            eig = torch.linalg.eigvals(w["W_O"] @ UE @ w["W_V"])
+            total = eig.abs().sum()
+            out[layer, head] = float("nan") if total == 0 else float(eig.sum().real / total)
+    return out
+
+
+def qk_blocks(model: HookedRootModule, layer: int, head: int, E: Float[torch.Tensor, "n_tokens d_model"],
               P: Float[torch.Tensor, "n_pos d_model"] | None) -> dict[str, torch.Tensor]:
     """The QK circuit of a head as the blocks of ``[E; P] W_Q W_Kᵀ [E; P]ᵀ / attn_scale``.
 
@@ -120,20 +152,23 @@ def qk_blocks(model: HookedTransformer, layer: int, head: int, E: Float[torch.Te
     return blocks
 
 
-def ov_block(model: HookedTransformer, layer: int, head: int, token_ids: torch.Tensor,
-             E: Float[torch.Tensor, "n_tokens d_model"]) -> Float[torch.Tensor, "n_tokens n_tokens"]:
+def ov_block(model: HookedRootModule, layer: int, head: int, token_ids: torch.Tensor,
+             E: Float[torch.Tensor, "n_tokens d_model"], basis: Basis | None = None
+             ) -> Float[torch.Tensor, "n_tokens n_out"]:
     """``E W_V W_O W_U`` on the sampled tokens: row = attended token, column = output logit.
 
     A copying head has a positive diagonal. The same token ids index ``W_U``'s columns when they
     exist there (``d_vocab_out`` may be smaller); others are dropped from the columns.
     """
     w = head_weights(model, layer, head)
+    if basis is not None:  # read out along the task's own directions (the model has no W_U)
+        return (E @ w["W_V"]) @ (w["W_O"] @ _f64(basis.U))
     cols = token_ids[token_ids < model.W_U.shape[1]]
     W_U = _f64(model.W_U[:, cols.to(model.W_U.device)])
     return (E @ w["W_V"]) @ (w["W_O"] @ W_U)
 
 
-def virtual_k_block(model: HookedTransformer, src: tuple[int, int], dst: tuple[int, int],
+def virtual_k_block(model: HookedRootModule, src: tuple[int, int], dst: tuple[int, int],
                     E: Float[torch.Tensor, "n_tokens d_model"]) -> Float[torch.Tensor, "n_tokens n_tokens"]:
     """The K-composition token–token block of ``dst`` reading ``src``'s output in its keys.
 

@@ -18,14 +18,14 @@ from typing import Literal
 
 import torch
 from jaxtyping import Float
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedRootModule
 
 CompositionMode = Literal["Q", "K", "V"]
 MODES: tuple[CompositionMode, ...] = ("Q", "K", "V")
 BASELINE_SAMPLES = 200
 
 
-def _factors(model: HookedTransformer, layer: int) -> dict[str, torch.Tensor]:
+def _factors(model: HookedRootModule, layer: int) -> dict[str, torch.Tensor]:
     attn = model.blocks[layer].attn
     return {name: getattr(attn, name).detach().to("cpu", torch.float64)
             for name in ("W_Q", "W_K", "W_V", "W_O")}
@@ -62,7 +62,7 @@ def _pair_scores(a1: torch.Tensor, b1: torch.Tensor, a2: torch.Tensor, b2: torch
     return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
 
 
-def composition_scores(model: HookedTransformer, mode: CompositionMode,
+def composition_scores(model: HookedRootModule, mode: CompositionMode,
                        progress: Callable[[], None] | None = None
                        ) -> Float[torch.Tensor, "layer head layer head"]:
     """Raw composition scores, equal to TransformerLens' ``model.all_composition_scores(mode)``.
