@@ -2,7 +2,7 @@
 
     python docs/scripts/blog_questions.py layer       # 8 seeds of the quick blog run
     python docs/scripts/blog_questions.py precursors  # the same runs, read for precursors
-    python docs/scripts/blog_questions.py killers --scale small   # dropout / weight decay / lr
+    python docs/scripts/blog_questions.py killers     # dropout / weight decay / lr
 
 Runs go through ``induction_toolkit.sweep.run_sweep`` into ``--out/<scale>/<sweep>`` (finished runs
 are skipped, killed ones resumed, so re-running is cheap); the answer is written to
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                     help='killers only: {"dropout": [0.3, 0.5], ...} (default: KILLER_GRID)')
     ap.add_argument("--workers", type=int, default=None, help="sweep processes (one thread each)")
     ap.add_argument("--steps", type=int, default=None,
-                    help="training steps per run (default: the scale's; the published tables used 600)")
+                    help="training steps per run (default: the scale's; the published tables for questions 1 and 3 used 600)")
     ap.add_argument("--figures", action="store_true", help="copy the PNG into docs/figures/")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
