@@ -52,6 +52,7 @@ def trajectories_figure(runs: dict[int, dict[str, list[float]]], threshold: floa
         ax.axhline(threshold, ls="--", color="grey", lw=0.8)
         ax.set_title(LABELS[key], fontsize=9)
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)  # symlog would otherwise pad to a negative step
         ax.set_xlabel("step")
     axes[0].set_ylabel("pseudo-parameter")
     axes[0].legend(fontsize=7)

@@ -4,6 +4,7 @@ Each function takes the runs' results (objects with ``spec.params``, ``spec.kind
 for figure 3, ``snapshots``) and writes one small PNG; chance levels are drawn as dotted lines.
 """
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def _save(fig, path: Path) -> Path:
 def fig1d(runs, path: Path) -> Path:
     """Training loss (left) and IC / IW / swapped accuracy (right) per seed, mean bold."""
     plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     for key, ax, color in (("train_loss", a, "tab:gray"), ("ic_accuracy", b, "black"),
                            ("iw_accuracy", b, "tab:purple"), ("swapped_accuracy", b, "tab:cyan")):
         ys = []
@@ -49,7 +50,10 @@ def fig1d(runs, path: Path) -> Path:
             x, y = _series(r, key)
             ax.plot(x, y, color=color, alpha=0.3, lw=0.8)
             ys.append(y)
-        ax.plot(x, np.nanmean(ys, 0), color=color, lw=2, label=key.replace("_", " "))
+        with warnings.catch_warnings():  # the loss has no value at step 0 (no step taken yet)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(ys, 0)
+        ax.plot(x, mean, color=color, lw=2, label=key.replace("_", " "))
     L = runs[0].spec.params["L"]
     b.axhline(1 / L, ls=":", color="gray", label=f"chance 1/L={1 / L:.2f}")
     a.set(xlabel="step", ylabel="training loss (nats)", title="Fig. 1d: B=2, K=512")
@@ -64,7 +68,8 @@ def fig2(by_fig: dict[str, list], path: Path) -> Path | None:
     if not cols:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(2, len(cols), figsize=(3.4 * len(cols), 5.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(cols), figsize=(3.4 * len(cols), 5.4), squeeze=False,
+                             layout="constrained")
     for j, f in enumerate(cols):
         runs = by_fig[f]
         for i, key in enumerate(("iw_accuracy", "ic_accuracy")):
