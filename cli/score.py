@@ -76,4 +76,4 @@ def _print_task_scores(result: dict, *, name: str, path: str, step: Optional[int
     stdout.print(f"previous-token head {result['previous_token_head']}, induction head "
                  f"{result['induction_head']} (uniform attention: previous-token "
                  f"{result['chance']['previous_token']:.3f}, induction {result['chance']['induction']:.3f}; "
-                 f"on {batch} novel-class sequences)", markup=False)
+                 f"on {batch} {result.get('sequences', 'sequences of the task')})", markup=False)

@@ -138,4 +138,5 @@ def task_scores(model, task: ReddyTask, batch: int, seed: int) -> dict[str, Any]
     seq = 2 * c.N + 1
     result["chance"] = {"previous_token": sum(1 / (i + 1) for i in range(1, seq)) / (seq - 1),
                         "induction": max(c.B, 1) / seq}
+    result["sequences"] = "novel-class (in-context) sequences"
     return result
